@@ -1,0 +1,5 @@
+import sys
+
+from sdenv.cli import main
+
+sys.exit(main())
