@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+
+from sdenv.compat import TORCH_ARCH_LISTS, arch_coverage, driver_fit, parse_arch_list
+
+
+@pytest.mark.parametrize(
+    ("arch_list", "cc", "covered", "how"),
+    [
+        (TORCH_ARCH_LISTS["cu121"], "9.0", True, "sm_90 SASS"),
+        (TORCH_ARCH_LISTS["cu121"], "8.9", True, "sm_86 SASS runs on 8.9"),  # Ada, never listed
+        (TORCH_ARCH_LISTS["cu121"], "12.0", False, "no kernel for 12.0"),  # RTX 5090 on cu121
+        (TORCH_ARCH_LISTS["cu128"], "12.0", True, "sm_120 SASS"),
+        (TORCH_ARCH_LISTS["cu128"], "7.0", False, "no kernel for 7.0"),
+        ("6.0+PTX 7.0 7.5 8.0+PTX 9.0a", "9.0", True, "sm_90a SASS"),  # xformers 0.0.28 list
+        ("6.0+PTX 7.0 7.5 8.0+PTX 9.0a", "8.9", True, "sm_80 SASS runs on 8.9"),
+        ("6.0+PTX 7.0 7.5 8.0+PTX 9.0a", "12.0", True, "PTX compute_80 JIT"),
+        ("7.5 8.0 9.0a", "10.0", False, "no kernel for 10.0"),  # 9.0a is Hopper-only
+        (["sm_90a"], "9.1", False, "no kernel"),
+    ],
+)
+def test_arch_coverage(arch_list: object, cc: str, covered: bool, how: str) -> None:
+    result = arch_coverage(arch_list, cc)  # type: ignore[arg-type]
+    assert result.covered is covered
+    assert how in result.how
+
+
+def test_parse_arch_list_rejects_garbage() -> None:
+    with pytest.raises(ValueError, match="not a CUDA arch"):
+        parse_arch_list("sm_90 banana")
+
+
+@pytest.mark.parametrize(
+    ("driver", "cuda", "status"),
+    [
+        ("580.159.04", (13, 0), "full"),  # the H200 of the device tool
+        ("580.159.04", (12, 1), "full"),
+        ("535.104.05", (12, 4), "minor-compat"),
+        ("525.60.13", (12, 8), "minor-compat"),
+        ("520.61.05", (12, 1), "too-old"),
+        ("570.26", (13, 0), "too-old"),
+    ],
+)
+def test_driver_fit(driver: str, cuda: tuple[int, int], status: str) -> None:
+    assert driver_fit(driver, cuda).status == status
