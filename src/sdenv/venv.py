@@ -1,0 +1,122 @@
+"""Throwaway virtual environments for import proofs and tests, made with uv (cache-backed).
+
+uv hardlinks from its cache, so a second venv of the same 5 GB torch set costs seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from sdenv.errors import SdenvError
+
+
+class VenvError(SdenvError):
+    """A venv could not be created or installed into."""
+
+
+def uv_bin() -> str:
+    from uv import find_uv_bin  # the pinned uv wheel is a dependency of sdenv
+
+    return str(find_uv_bin())
+
+
+def uv_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    # No managed-Python downloads (GitHub is not reachable everywhere) and no stray config.
+    env.setdefault("UV_PYTHON_DOWNLOADS", "never")
+    env.setdefault("UV_NO_CONFIG", "1")
+    if "SSL_CERT_FILE" in env:
+        env.setdefault("UV_NATIVE_TLS", "1")
+    env.update(extra or {})
+    return env
+
+
+def _python_version(exe: Path) -> str | None:
+    try:
+        proc = subprocess.run(
+            [str(exe), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def _candidates(version: str) -> Iterable[Path]:
+    found = shutil.which(f"python{version}")
+    if found:
+        yield Path(found)
+    # pyenv shims refuse versions that are not selected; its real interpreters are fine.
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    yield from sorted(pyenv_root.glob(f"versions/{version}.*/bin/python{version}"), reverse=True)
+    for prefix in ("/usr/local/bin", "/usr/bin"):
+        yield Path(prefix) / f"python{version}"
+
+
+def find_python(version: str) -> Path | None:
+    """An interpreter of ``version`` (``"3.11"``) on this machine that really runs, or None."""
+    for exe in _candidates(version):
+        if exe.exists() and _python_version(exe) == version:
+            return exe
+    return None
+
+
+def run_uv(args: Sequence[str], *, env: Mapping[str, str] | None = None) -> str:
+    proc = subprocess.run(
+        [uv_bin(), *args], capture_output=True, text=True, env=uv_env(env), check=False
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-12:]
+        raise VenvError(
+            f"uv {args[0]} {args[1] if len(args) > 1 else ''} failed: " + " | ".join(tail)
+        )
+    return proc.stdout
+
+
+def create_venv(dest: Path, python: str | Path) -> Path:
+    """Make a venv at ``dest`` (replacing any) for ``python`` (a version or an interpreter path)."""
+    exe = Path(python) if os.sep in str(python) else find_python(str(python))
+    if exe is None:
+        raise VenvError(f"no Python {python} on this machine; install it or drop it from the env")
+    if dest.exists():
+        shutil.rmtree(dest)
+    run_uv(["venv", "--quiet", "--seed", "--python", str(exe), str(dest)])
+    return dest / "bin" / "python"
+
+
+def install(
+    python: Path,
+    args: Sequence[str],
+    *,
+    index_urls: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """``uv pip install`` into the venv of ``python``; first index is the default, others extra."""
+    index_args: list[str] = []
+    if index_urls:
+        index_args = ["--index-url", index_urls[0]]
+        for url in index_urls[1:]:
+            index_args += ["--extra-index-url", url]
+    run_uv(["pip", "install", "--quiet", "--python", str(python), *index_args, *args], env=env)
+
+
+def install_lock(
+    python: Path,
+    lockfile: Path,
+    *,
+    index_urls: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Install exactly what a lock pins, hashes enforced, no resolution."""
+    install(
+        python,
+        ["--require-hashes", "--no-deps", "--only-binary", ":all:", "-r", str(lockfile)],
+        index_urls=index_urls,
+        env=env,
+    )
