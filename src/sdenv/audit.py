@@ -1,0 +1,580 @@
+"""Vulnerability audit of lockfiles through pip-audit's vulnerability services.
+
+Nothing is installed or resolved: every lock already pins each package with hashes, so each pin is
+audited as it stands (pip-audit's ``--disable-pip --require-hashes --no-deps`` semantics) by
+handing pip-audit's ``OsvService`` or ``PyPIService`` a resolved dependency per pin. Three rules
+matter more than the table:
+
+- a local version (``2.4.1+cu121``) is audited as its public version (``2.4.1``): advisory
+  databases know releases, not local builds, so asking for the local one would find nothing;
+- a package the service cannot answer for is *unaudited* and keeps the run from passing;
+- a service that cannot be reached is an error (``AuditServiceError``), never a clean result.
+
+pip-audit is imported inside functions: CLI discovery imports this module on machines without it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from sdenv.errors import SdenvError, UsageError
+from sdenv.lockfile import Lockfile, read_lockfile
+from sdenv.spec import DEFAULT_ENV, DEFAULT_ENVS_DIR, EnvSpec, Target, load_spec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+SERVICES = ("osv", "pypi")
+DEFAULT_SERVICE = "osv"
+DEFAULT_OSV_URL = "https://api.osv.dev/v1/query"  # pip-audit's OsvService.DEFAULT_OSV_URL
+DEFAULT_IGNORE_FILE = Path("audit-ignore.toml")
+DEFAULT_TIMEOUT = 15
+_WORKERS = 8  # pip-audit queries one package per request; a few in flight cut wall time
+
+
+class AuditError(SdenvError):
+    """The audit could not run to a verdict."""
+
+
+class AuditServiceError(AuditError):
+    """The vulnerability service could not be reached or answered nothing usable."""
+
+
+class IgnoreFileError(UsageError):
+    """An ignore file that cannot be used; the message names file, entry, field and fix."""
+
+
+@dataclass(frozen=True)
+class LockTarget:
+    """A lockfile to audit, and the env target it was made for when known."""
+
+    path: Path
+    spec: EnvSpec | None = None
+    target: Target | None = None
+
+    @property
+    def label(self) -> str:
+        return self.path.stem
+
+
+def lockfiles_for(
+    envs: Sequence[str],
+    locks: Sequence[Path] = (),
+    lock_dir: Path = Path("lockfiles"),
+    envs_dir: Path = DEFAULT_ENVS_DIR,
+) -> list[LockTarget]:
+    """``ENV ...`` -> every target lock of those envs; ``--lock FILE`` -> those files.
+
+    No ENV and no --lock means the default env. A missing env lock is a usage error naming the
+    command that makes it, never an empty audit.
+    """
+    found: list[LockTarget] = []
+    for path in locks:
+        if not path.is_file():
+            raise UsageError(f"{path}: no such lockfile; check --lock or run `sdenv lock`")
+        found.append(LockTarget(path))
+    for name in envs or ([] if locks else [DEFAULT_ENV]):
+        spec = load_spec(name, envs_dir)
+        for target in spec.targets:
+            path = target.lockfile(lock_dir)
+            if not path.is_file():
+                raise UsageError(
+                    f"{path}: no lockfile for {target.slug}; "
+                    f"create it with `sdenv lock {spec.name}`"
+                )
+            found.append(LockTarget(path, spec, target))
+    labels = [t.label for t in found]
+    dupes = sorted({n for n in labels if labels.count(n) > 1})
+    if dupes:
+        raise UsageError(f"lockfile {dupes[0]} given twice; name each lock once")
+    return found
+
+
+@dataclass(frozen=True)
+class IgnoreRule:
+    id: str
+    reason: str
+    expires: dt.date
+    package: str | None = None  # canonical name; None: the id is ignored in every package
+
+    def matches(self, package: str, ids: Iterable[str]) -> bool:
+        return (self.package is None or self.package == package) and self.id in set(ids)
+
+
+@dataclass(frozen=True)
+class IgnoreList:
+    path: Path | None
+    active: tuple[IgnoreRule, ...]
+    expired: tuple[IgnoreRule, ...]  # past their date: they no longer apply, and are reported
+
+    def rule_for(self, package: str, ids: Iterable[str]) -> IgnoreRule | None:
+        ids = tuple(ids)
+        return next((r for r in self.active if r.matches(package, ids)), None)
+
+
+NO_IGNORES = IgnoreList(None, (), ())
+
+
+def load_ignore_file(path: Path, today: dt.date | None = None) -> IgnoreList:
+    """Read ``[[ignore]]`` entries (``id``, ``reason``, ``expires``, optional ``package``)."""
+    today = today or dt.date.today()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IgnoreFileError(f"{path}: no such ignore file; check --ignore-file") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise IgnoreFileError(f"{path}: invalid TOML: {exc}; fix the syntax") from exc
+    unknown = sorted(set(data) - {"ignore"})
+    if unknown:
+        raise IgnoreFileError(
+            f"{path}: unknown table {unknown[0]!r}; entries go in [[ignore]] tables"
+        )
+    entries = data.get("ignore", [])
+    if not isinstance(entries, list):
+        raise IgnoreFileError(f"{path}: 'ignore' must be an array of tables ([[ignore]])")
+    active: list[IgnoreRule] = []
+    expired: list[IgnoreRule] = []
+    for n, entry in enumerate(entries):
+        where = f"{path}: ignore[{n}]"
+        if not isinstance(entry, dict):
+            raise IgnoreFileError(f"{where}: must be a table with id, reason and expires")
+        extra = sorted(set(entry) - {"id", "reason", "expires", "package"})
+        if extra:
+            raise IgnoreFileError(
+                f"{where}.{extra[0]}: unknown field; allowed: id, reason, expires, package"
+            )
+        for key in ("id", "reason"):
+            value = entry.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise IgnoreFileError(
+                    f"{where}.{key}: required non-empty string; "
+                    + (
+                        "give the advisory id (PYSEC-..., GHSA-..., CVE-...)"
+                        if key == "id"
+                        else "say why the finding is acceptable"
+                    )
+                )
+        expires = entry.get("expires")
+        if isinstance(expires, str):
+            try:
+                expires = dt.date.fromisoformat(expires)
+            except ValueError:
+                expires = None
+        if isinstance(expires, dt.datetime) or not isinstance(expires, dt.date):
+            raise IgnoreFileError(
+                f"{where}.expires: required date such as 2027-01-31; "
+                "every ignore must end so it gets reviewed"
+            )
+        package = entry.get("package")
+        if package is not None and (not isinstance(package, str) or not package.strip()):
+            raise IgnoreFileError(f"{where}.package: must be a project name, e.g. 'torch'")
+        rule = IgnoreRule(
+            id=entry["id"].strip(),
+            reason=entry["reason"].strip(),
+            expires=expires,
+            package=canonicalize_name(package) if package else None,
+        )
+        # An entry is good through its expiry date, and gone the day after.
+        (active if expires >= today else expired).append(rule)
+    return IgnoreList(path, tuple(active), tuple(expired))
+
+
+@dataclass(frozen=True)
+class Finding:
+    package: str
+    version: str  # as pinned, local label included
+    audited_version: str  # what the service was asked about (the public version)
+    id: str
+    aliases: tuple[str, ...]
+    description: str
+    fix_versions: tuple[str, ...]
+    locks: tuple[str, ...]
+    ignored: IgnoreRule | None = None
+
+
+@dataclass(frozen=True)
+class Unaudited:
+    package: str
+    version: str
+    reason: str
+    locks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FixProposal:
+    package: str
+    version: str  # as pinned
+    proposed: str | None  # smallest version with no known advisory; None: no fix known
+    clears: tuple[str, ...]  # advisory ids it clears
+    locks: tuple[str, ...]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    service: str
+    url: str
+    locks: tuple[str, ...]
+    packages: int  # distinct (name, version) pins audited or attempted
+    findings: tuple[Finding, ...]
+    unaudited: tuple[Unaudited, ...]
+    ignore_file: str | None
+    expired_ignores: tuple[IgnoreRule, ...]
+    fixes: tuple[FixProposal, ...] = ()
+    status: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.status:
+            object.__setattr__(self, "status", self._status())
+
+    @property
+    def active(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.ignored is None)
+
+    def _status(self) -> str:
+        if self.active:
+            return "vulnerable"
+        if self.unaudited:
+            return "incomplete"
+        return "pass"
+
+    @property
+    def exit_code(self) -> int:
+        """0 clean; 1 an un-ignored finding; 3 no finding but some packages went unaudited."""
+        return {"pass": 0, "vulnerable": 1, "incomplete": 3}[self.status]
+
+
+def osv_query_url(url: str) -> str:
+    """pip-audit wants the full query endpoint; accept a mirror's base URL as well."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"--osv-url {url!r}: not an http(s) URL; e.g. {DEFAULT_OSV_URL}")
+    if parts.path.rstrip("/").endswith("/query"):
+        return url
+    return url.rstrip("/") + "/v1/query"
+
+
+def _cache_dir() -> Path:
+    # Passed explicitly: otherwise PyPIService shells out to `pip cache dir` to find pip's cache.
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pip-audit"
+
+
+def _make_service(service: str, osv_url: str, timeout: int) -> Any:
+    from pip_audit._service import OsvService, PyPIService
+
+    if service == "osv":
+        return OsvService(cache_dir=_cache_dir(), timeout=timeout, osv_url=osv_url)
+    if service == "pypi":
+        return PyPIService(cache_dir=_cache_dir(), timeout=timeout)
+    raise UsageError(f"--service {service!r}: unknown; choose one of {', '.join(SERVICES)}")
+
+
+class _Unreachable(Exception):
+    """A connection-level failure: the whole service is down or blocked, not one package."""
+
+
+def _query(service: Any, name: str, version: str) -> tuple[list[Any] | None, str]:
+    """One pip-audit query: (results, "") or (None, why the service could not answer)."""
+    import requests
+    from pip_audit._service import ConnectionError as ServiceConnectionError
+    from pip_audit._service import ResolvedDependency, ServiceError
+
+    dep = ResolvedDependency(name=name, version=Version(version))
+    try:
+        answered, results = service.query(dep)
+    except (ServiceConnectionError, requests.ConnectionError, requests.Timeout) as exc:
+        raise _Unreachable(str(exc) or type(exc).__name__) from exc
+    except ServiceError as exc:
+        cause = exc.__cause__
+        response = getattr(cause, "response", None)
+        if response is not None:
+            return None, f"service answered HTTP {response.status_code} for {name} {version}"
+        return None, f"service error for {name} {version}: {exc or cause}"
+    except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+        # A body that is not the JSON the service's schema promises (ValueError covers JSON
+        # decoding and InvalidVersion): that package cannot be judged.
+        return None, f"unreadable answer for {name} {version}: {type(exc).__name__}: {exc}"
+    if answered.is_skipped():
+        return None, str(answered.skip_reason)
+    return list(results), ""
+
+
+def _dedupe(results: list[Any]) -> list[Any]:
+    """OSV lists one vulnerability under several records (PYSEC, GHSA): merge aliases, as
+    pip-audit's own auditor does, so one hole is one row."""
+    merged: list[Any] = []
+    for res in results:
+        for i, seen in enumerate(merged):
+            if res.alias_of(seen):
+                merged[i] = seen.merge_aliases(res)
+                break
+        else:
+            merged.append(res)
+    return merged
+
+
+def _lock_label(lock: Lockfile) -> str:
+    return lock.path.stem if lock.path is not None else "<lock>"
+
+
+def audit_locks(
+    lockfiles: Sequence[Path],
+    *,
+    service: str = DEFAULT_SERVICE,
+    osv_url: str | None = None,
+    ignores: IgnoreList = NO_IGNORES,
+    fix: bool = False,
+    timeout: int = DEFAULT_TIMEOUT,
+) -> AuditReport:
+    """Audit every pin of ``lockfiles``, each distinct (name, version) once."""
+    if service not in SERVICES:
+        raise UsageError(f"--service {service!r}: unknown; choose one of {', '.join(SERVICES)}")
+    url = osv_query_url(osv_url or os.environ.get("PIP_AUDIT_OSV_URL") or DEFAULT_OSV_URL)
+    shown_url = url if service == "osv" else "https://pypi.org/pypi/<name>/<version>/json"
+    locks = [read_lockfile(p) for p in lockfiles]
+
+    # (name, pinned version) -> the locks pinning it
+    where: dict[tuple[str, str], list[str]] = {}
+    for lock in locks:
+        for pin in lock.pins:
+            where.setdefault((pin.name, pin.version), []).append(_lock_label(lock))
+    public = {key: Version(key[1]).public for key in where}
+    to_ask = sorted(set((name, public[(name, v)]) for name, v in where))
+
+    local = threading.local()
+
+    def ask(key: tuple[str, str]) -> tuple[list[Any] | None, str]:
+        if not hasattr(local, "service"):
+            # One service (one HTTP session) per thread: requests sessions are not thread-safe.
+            local.service = _make_service(service, url, timeout)
+        return _query(local.service, *key)
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(_WORKERS, len(to_ask)))) as pool:
+            answers = dict(zip(to_ask, pool.map(ask, to_ask), strict=True))
+    except _Unreachable as exc:
+        raise AuditServiceError(
+            f"cannot reach the {service} vulnerability service at {shown_url}: {exc}; "
+            "audit where it is reachable, or point --osv-url at an OSV mirror"
+        ) from None
+    if to_ask and all(results is None for results, _ in answers.values()):
+        first = answers[to_ask[0]][1]
+        raise AuditServiceError(
+            f"the {service} vulnerability service at {shown_url} answered none of "
+            f"{len(to_ask)} packages (first: {first}); check --service/--osv-url"
+        )
+
+    findings: list[Finding] = []
+    unaudited: list[Unaudited] = []
+    raw: dict[tuple[str, str], list[Any]] = {}
+    for (name, version), lock_names in sorted(where.items()):
+        audited = public[(name, version)]
+        results, why = answers[(name, audited)]
+        if results is None:
+            unaudited.append(Unaudited(name, version, why, tuple(lock_names)))
+            continue
+        for res in _dedupe(results):
+            ids = (str(res.id), *sorted(str(a) for a in res.aliases))
+            rule = ignores.rule_for(name, ids)
+            findings.append(
+                Finding(
+                    package=name,
+                    version=version,
+                    audited_version=audited,
+                    id=ids[0],
+                    aliases=ids[1:],
+                    description=str(res.description),
+                    fix_versions=tuple(str(v) for v in sorted(res.fix_versions)),
+                    locks=tuple(lock_names),
+                    ignored=rule,
+                )
+            )
+            if rule is None:
+                raw.setdefault((name, version), []).append(res)
+
+    fixes: tuple[FixProposal, ...] = ()
+    if fix and raw:
+        fixes = _propose_fixes(raw, where, public, lambda: _make_service(service, url, timeout))
+    return AuditReport(
+        service=service,
+        url=shown_url,
+        locks=tuple(str(p) for p in lockfiles),
+        packages=len(where),
+        findings=tuple(findings),
+        unaudited=tuple(unaudited),
+        ignore_file=str(ignores.path) if ignores.path else None,
+        expired_ignores=ignores.expired,
+        fixes=fixes,
+    )
+
+
+def _propose_fixes(
+    raw: Mapping[tuple[str, str], list[Any]],
+    where: Mapping[tuple[str, str], list[str]],
+    public: Mapping[tuple[str, str], str],
+    make_service: Any,
+) -> tuple[FixProposal, ...]:
+    """pip-audit's fix resolution (``pip_audit._fix``): for every advisory the smallest fix
+    version above the pin, the largest of those; then ask the service about that version and
+    repeat while it has advisories of its own. Written out here so that one package the service
+    cannot answer for becomes a note instead of aborting every proposal."""
+    service = make_service()
+    proposals: list[FixProposal] = []
+    for (name, version), results in sorted(raw.items()):
+        clears = tuple(sorted(str(r.id) for r in results))
+        locks = tuple(where[(name, version)])
+        current = Version(public[(name, version)])
+        pending = results
+        proposed: str | None = None
+        note = ""
+        while pending:
+            step = []
+            for res in pending:
+                above = [v for v in sorted(res.fix_versions) if v > current]
+                if not above:
+                    note = f"no fixed version of {name} above {current} for {res.id}"
+                    break
+                step.append(above[0])
+            if note:
+                break
+            current = max(step)
+            try:
+                answer, why = _query(service, name, str(current))
+            except _Unreachable as exc:
+                raise AuditServiceError(
+                    f"cannot reach the vulnerability service for --fix: {exc}"
+                ) from None
+            if answer is None:
+                note = f"{current} could not be checked: {why}"
+                break
+            pending = _dedupe(answer)
+        else:
+            proposed = str(current)
+        proposals.append(FixProposal(name, version, proposed, clears, locks, note))
+    return tuple(proposals)
+
+
+@dataclass(frozen=True)
+class FixCheck:
+    """Whether a proposed bump fits: the env spec's specifiers, then a real re-lock."""
+
+    package: str
+    version: str
+    proposed: str | None
+    spec_status: str  # ok | fail | skip
+    spec_note: str
+    lock_status: str  # ok | fail | skip
+    lock_note: str
+    command: str  # what applies the bump
+
+
+def spec_allows(spec: EnvSpec, name: str, version: str) -> tuple[str, str]:
+    """Does ``name==version`` satisfy the spec's requirement and constraint for ``name``?"""
+    from packaging.specifiers import SpecifierSet
+
+    parts = [s for s in (spec.requirements.get(name), spec.constraints.get(name)) if s]
+    if not parts:
+        return "ok", f"{spec.name}: not constrained by the spec"
+    wanted = SpecifierSet(",".join(parts))
+    if wanted.contains(Version(version), prereleases=True):
+        return "ok", f"{spec.name}: {name}{wanted} allows it"
+    return "fail", f"{spec.name}: {name}{wanted} excludes {version}; widen envs/{spec.name}.toml"
+
+
+def check_fixes(
+    fixes: Sequence[FixProposal],
+    targets: Sequence[LockTarget],
+    lock_dir: Path = Path("lockfiles"),
+) -> tuple[FixCheck, ...]:
+    """Check each proposal against the specs of the locks it appears in, and re-lock each env
+    with all its bumps at once (the bumped *set* must resolve and pass the compat rules)."""
+    by_label = {t.label: t for t in targets}
+    specs: dict[str, EnvSpec] = {}
+    upgrades: dict[str, list[str]] = {}
+    for fix in fixes:
+        for label in fix.locks:
+            t = by_label.get(label)
+            if t is not None and t.spec is not None:
+                specs[t.spec.name] = t.spec
+                if fix.proposed:
+                    pin = f"{fix.package}=={fix.proposed}"
+                    if pin not in upgrades.setdefault(t.spec.name, []):
+                        upgrades[t.spec.name].append(pin)
+    relocked = {env: relock_with(specs[env], pins, lock_dir) for env, pins in upgrades.items()}
+
+    checks: list[FixCheck] = []
+    for fix in fixes:
+        envs = sorted(
+            {
+                by_label[label].spec.name  # type: ignore[union-attr]
+                for label in fix.locks
+                if label in by_label and by_label[label].spec is not None
+            }
+        )
+        if fix.proposed is None:
+            checks.append(
+                FixCheck(fix.package, fix.version, None, "skip", fix.note, "skip", "", "")
+            )
+            continue
+        if not envs:
+            checks.append(
+                FixCheck(
+                    fix.package,
+                    fix.version,
+                    fix.proposed,
+                    "skip",
+                    "lock given by path: no env spec to check against",
+                    "skip",
+                    "audit by ENV name to re-lock",
+                    "",
+                )
+            )
+            continue
+        spec_results = [spec_allows(specs[env], fix.package, fix.proposed) for env in envs]
+        spec_status = "fail" if any(s == "fail" for s, _ in spec_results) else "ok"
+        lock_results = [relocked[env] for env in envs]
+        lock_status = (
+            "fail"
+            if any(s == "fail" for s, _ in lock_results)
+            else "skip"
+            if all(s == "skip" for s, _ in lock_results)
+            else "ok"
+        )
+        commands = [
+            f"sdenv lock {env} " + " ".join(f"--upgrade-package {p}" for p in upgrades[env])
+            for env in envs
+        ]
+        checks.append(
+            FixCheck(
+                fix.package,
+                fix.version,
+                fix.proposed,
+                spec_status,
+                "; ".join(n for _, n in spec_results),
+                lock_status,
+                "; ".join(n for _, n in lock_results),
+                " && ".join(commands),
+            )
+        )
+    return tuple(checks)
+
+
+def relock_with(spec: EnvSpec, pins: Sequence[str], lock_dir: Path) -> tuple[str, str]:
+    """Re-lock ``spec`` with ``pins`` as upgrades into a scratch directory (the real locks stay
+    as they are): ("ok", what changed) or ("fail", why) or ("skip", why not run)."""
+    return "skip", "`sdenv lock --upgrade-package` is not available in this checkout yet"

@@ -1,0 +1,163 @@
+"""``sdenv audit``: known vulnerabilities in every pin of the env locks, through pip-audit."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.table import Table
+
+from sdenv import audit as core
+from sdenv.cli._output import err, out, print_json, status_style
+from sdenv.errors import UsageError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "audit",
+        help="check every pinned package of the env locks against a vulnerability service",
+        description=(
+            "Audit each lockfile with pip-audit's vulnerability services without installing "
+            "anything. Exit 0: clean; 1: an un-ignored vulnerability; 3: no finding but some "
+            "packages could not be audited. An unreachable service is an error (exit 1)."
+        ),
+    )
+    p.add_argument("envs", nargs="*", metavar="ENV", help="env names or spec paths (default env)")
+    p.add_argument(
+        "--lock",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="audit this lockfile (repeatable) instead of the env locks",
+    )
+    p.add_argument("--lock-dir", type=Path, default=Path("lockfiles"), help="where env locks live")
+    p.add_argument("--envs-dir", type=Path, default=Path("envs"), help="where env specs live")
+    p.add_argument(
+        "--service",
+        choices=core.SERVICES,
+        default=core.DEFAULT_SERVICE,
+        help="vulnerability service (default: osv)",
+    )
+    p.add_argument(
+        "--osv-url",
+        default=None,
+        metavar="URL",
+        help="OSV-compatible query URL or base URL of a mirror "
+        f"(default: $PIP_AUDIT_OSV_URL or {core.DEFAULT_OSV_URL})",
+    )
+    p.add_argument(
+        "--ignore-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"TOML [[ignore]] entries: id, reason, expires (default: {core.DEFAULT_IGNORE_FILE} "
+        "if present)",
+    )
+    p.add_argument("--timeout", type=int, default=core.DEFAULT_TIMEOUT, help="seconds per request")
+    p.add_argument(
+        "--fix",
+        action="store_true",
+        help="propose the smallest bumps that clear the findings and re-lock with them",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout {args.timeout}: must be a positive number of seconds")
+    targets = core.lockfiles_for(args.envs, args.lock, args.lock_dir, args.envs_dir)
+    ignore_path = args.ignore_file
+    if ignore_path is None and core.DEFAULT_IGNORE_FILE.is_file():
+        ignore_path = core.DEFAULT_IGNORE_FILE
+    ignores = core.load_ignore_file(ignore_path) if ignore_path else core.NO_IGNORES
+    if not args.json:
+        err.print(f"auditing {len(targets)} lockfile(s) with the {args.service} service…")
+    report = core.audit_locks(
+        [t.path for t in targets],
+        service=args.service,
+        osv_url=args.osv_url,
+        ignores=ignores,
+        fix=args.fix,
+        timeout=args.timeout,
+    )
+    checks: tuple[core.FixCheck, ...] = ()
+    if args.fix and report.fixes:
+        checks = core.check_fixes(report.fixes, targets, lock_dir=args.lock_dir)
+    if args.json:
+        print_json({"report": report, "fix_checks": checks, "exit_code": report.exit_code})
+    else:
+        _render(report, checks)
+    return report.exit_code
+
+
+def _render(report: core.AuditReport, checks: tuple[core.FixCheck, ...]) -> None:
+    for rule in report.expired_ignores:
+        err.print(
+            f"[yellow]warning:[/] {report.ignore_file}: ignore of {rule.id} expired on "
+            f"{rule.expires}; it no longer applies (review it, then extend or remove it)",
+            markup=True,
+            highlight=False,
+        )
+    if report.findings:
+        table = Table(title="Vulnerabilities", title_justify="left")
+        for col in ("package", "version", "advisory", "fixed in", "locks", "status"):
+            table.add_column(col)
+        for f in report.findings:
+            status = "ignored" if f.ignored else "vulnerable"
+            note = (
+                f"{status} ({f.ignored.reason}; until {f.ignored.expires})" if f.ignored else status
+            )
+            version = f.version
+            if f.audited_version != f.version:
+                version += f" (as {f.audited_version})"
+            advisory = f.id + (f" ({', '.join(f.aliases)})" if f.aliases else "")
+            table.add_row(
+                f.package,
+                version,
+                advisory,
+                ", ".join(f.fix_versions) or "none yet",
+                "\n".join(f.locks),
+                note,
+                style=status_style("warn" if f.ignored else "fail"),
+            )
+        out.print(table)
+    if report.unaudited:
+        table = Table(title="Not audited (not counted as clean)", title_justify="left")
+        for col in ("package", "version", "reason", "locks"):
+            table.add_column(col)
+        for u in report.unaudited:
+            table.add_row(u.package, u.version, u.reason, "\n".join(u.locks), style="yellow")
+        out.print(table)
+    if report.fixes:
+        table = Table(title="Proposed fixes", title_justify="left")
+        for col in ("package", "from", "to", "clears", "spec", "re-lock"):
+            table.add_column(col)
+        by_key = {(c.package, c.version): c for c in checks}
+        for p in report.fixes:
+            check = by_key.get((p.package, p.version))
+            table.add_row(
+                p.package,
+                p.version,
+                p.proposed or f"no fix ({p.note})",
+                ", ".join(p.clears),
+                _cell(check.spec_status, check.spec_note) if check else "-",
+                _cell(check.lock_status, check.lock_note) if check else "-",
+            )
+        out.print(table)
+    active = len(report.active)
+    ignored = len(report.findings) - active
+    line = (
+        f"{report.status}: {report.packages} pinned packages in {len(report.locks)} lock(s); "
+        f"{active} vulnerable, {ignored} ignored, {len(report.unaudited)} not audited "
+        f"({report.service}: {report.url})"
+    )
+    style = status_style(
+        {"pass": "pass", "vulnerable": "fail", "incomplete": "warn"}[report.status]
+    )
+    out.print(line, style=style)
+
+
+def _cell(status: str, note: str) -> str:
+    return f"[{status_style(status)}]{status}[/]" + (f": {note}" if note else "")
