@@ -1,0 +1,685 @@
+"""Smoke-test an environment: imports with function, FP8 numerics, GPU kernels, classified failures.
+
+Every check runs in its own process of the *target* interpreter (``_smoke_target.py``, standard
+library + the packages under test), under a timeout, so a segfault, an ``undefined symbol`` or a
+hang in one import cannot take the run down. Failures are classified by ``classify``, a pure
+function of the check name, the error text and the facts gathered, into a kind, the distributions
+to blame and a fix hint. Rendering-free: the CLI draws the table.
+
+This module is imported by the CLI (and by ``lock``/``verify``/the image builder): standard
+library + sdenv.compat only at import time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sdenv import compat
+from sdenv.errors import UsageError
+
+Status = Literal["pass", "fail", "skip"]
+
+TARGET_SCRIPT = Path(__file__).with_name("_smoke_target.py")
+MARKER = "@@SDENV-SMOKE@@"
+LOG_TAIL = 4000  # characters of a check's stderr kept in the report and fed to classify
+
+
+class SmokeError(UsageError):
+    """The target interpreter cannot be run at all (bad --python): no checks were possible."""
+
+
+@dataclass
+class Failure:
+    """Why a check failed: ``kind`` (see KINDS), the distributions to blame, what to do."""
+
+    kind: str
+    culprits: list[str]
+    hint: str
+    error: str
+
+
+@dataclass
+class SmokeCheck:
+    name: str
+    status: Status
+    detail: str
+    seconds: float
+    failure: Failure | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+    log: str = ""  # tail of the check process's stderr (warnings such as xformers' own)
+
+
+@dataclass
+class SmokeReport:
+    python: str
+    ok: bool
+    checks: list[SmokeCheck]
+    gpu: bool = False  # whether the GPU checks ran (not skipped as "no GPU"/"GPU off")
+    seconds: float = 0.0
+    culprits: list[str] = field(default_factory=list)  # union over failures, first seen first
+    facts: dict[str, Any] = field(default_factory=dict)  # interpreter, versions, driver, torch
+
+    def check(self, name: str) -> SmokeCheck:
+        for item in self.checks:
+            if item.name == name:
+                return item
+        raise KeyError(name)
+
+    @property
+    def failures(self) -> list[SmokeCheck]:
+        return [c for c in self.checks if c.status == "fail"]
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    name: str
+    title: str
+    package: str  # the distribution blamed when nothing more specific is known
+    needs: tuple[str, ...] = ()
+    gpu_only: bool = False
+    needs_on_gpu: tuple[str, ...] = ()  # extra prerequisites when the GPU is used
+
+
+CHECKS: tuple[CheckSpec, ...] = (
+    CheckSpec("torch", "torch imports and computes; CUDA build", "torch"),
+    CheckSpec("cuda", "CUDA kernel launch (arch, driver)", "torch", ("torch",), gpu_only=True),
+    CheckSpec("xformers", "xformers C++ extension loaded", "xformers", ("torch",)),
+    CheckSpec("diffusers", "diffusers SD3 classes import", "diffusers", ("torch",)),
+    CheckSpec("transformers", "transformers torch backend on", "transformers", ("torch",)),
+    CheckSpec("accelerate", "accelerate init_empty_weights", "accelerate", ("torch",)),
+    CheckSpec("safetensors", "safetensors round trip", "safetensors", ("torch",)),
+    CheckSpec("fp8-dtypes", "FP8 dtypes, round trip, overflow", "torch", ("torch",)),
+    CheckSpec(
+        "fp8-matmul", "FP8 weight storage matmul", "torch", ("fp8-dtypes",), needs_on_gpu=("cuda",)
+    ),
+    CheckSpec(
+        "scaled-mm", "torch._scaled_mm FP8 GEMM", "torch", ("cuda", "fp8-dtypes"), gpu_only=True
+    ),
+    CheckSpec(
+        "xformers-attention",
+        "xformers attention == SDPA",
+        "xformers",
+        ("cuda", "xformers"),
+        gpu_only=True,
+    ),
+    CheckSpec(
+        "sd3-forward",
+        "tiny SD3 transformer bf16 + FP8 storage",
+        "diffusers",
+        ("diffusers", "fp8-dtypes"),
+        needs_on_gpu=("cuda",),
+    ),
+)
+CHECK_NAMES = tuple(spec.name for spec in CHECKS)
+_SPECS = {spec.name: spec for spec in CHECKS}
+
+# Failure kinds, for docs and the CLI legend.
+KINDS: Mapping[str, str] = {
+    "abi-mismatch": "a C++ extension was built for another torch (undefined symbol)",
+    "missing-shared-library": "an extension needs a shared library (a CUDA runtime) absent here",
+    "too-new-for-torch": "a package uses torch API this torch lacks",
+    "backend-disabled": "transformers disabled its torch backend (too new for this torch)",
+    "api-mismatch": "a package imports a name another package no longer/not yet provides",
+    "missing-dependency": "a package needs a module that is not installed",
+    "not-installed": "the package under test is not installed",
+    "no-kernel-image": "the torch build has no kernel for this GPU's architecture",
+    "driver-too-old": "the NVIDIA driver is too old for torch's CUDA runtime",
+    "cpu-only-torch": "a GPU is wanted but torch is a CPU-only build",
+    "cuda-unavailable": "torch cannot use the GPU",
+    "gpu-memory": "the GPU ran out of memory",
+    "numerics": "a computation ran but gave a wrong or non-finite answer",
+    "crash": "the check process died (signal): a native extension crashed",
+    "timeout": "the check did not finish in time",
+    "error": "any other error",
+}
+
+# torch release -> the xformers release built for it (FACTS 1 + 2: cpp_lib.json of each wheel).
+XFORMERS_FOR_TORCH: Mapping[str, str] = {
+    "2.4.0": "0.0.27.post2",
+    "2.4.1": "0.0.28.post1",
+    "2.5.1": "0.0.29.post1",
+    "2.6.0": "0.0.29.post3",
+    "2.7.1": "0.0.31.post1",
+    "2.8.0": "0.0.32.post2",
+    "2.9.1": "0.0.33.post2",
+    "2.10.0": "0.0.35",
+}
+# Upper bounds measured to import with a torch minor (FACTS 3).
+KNOWN_BOUNDS: Mapping[str, Mapping[str, str]] = {
+    "2.4": {"diffusers": "diffusers<0.36", "transformers": "transformers<5"},
+}
+
+
+# --------------------------------------------------------------------------- classification
+
+
+_FRAME_RE = re.compile(r'^\s*File "([^"]+)", line \d+', re.MULTILINE)
+_SITE_RE = re.compile(
+    r"[/\\](?:site|dist)-packages[/\\]([A-Za-z0-9_.]+?)(?:[/\\]|\.py|\.cpython|\.so)"
+)
+_SO_RE = re.compile(r"(\S+\.so(?:\.\d+)*): (?:undefined symbol|cannot open shared object)")
+_TORCH_ATTR_RE = re.compile(r"module '(torch(?:\.\w+)*)' has no attribute '(\w+)'")
+_NO_MODULE_RE = re.compile(r"No module named '([\w.]+)'")
+_CANNOT_IMPORT_RE = re.compile(r"cannot import name '(\w+)' from '([\w.]+)'")
+_MISSING_LIB_RE = re.compile(r"(lib[\w.+-]+\.so[\w.]*): cannot open shared object file")
+
+
+def _canon(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _dist_of(module: str, facts: Mapping[str, Any]) -> str:
+    top = module.split(".")[0]
+    dists = facts.get("module_dists", {}).get(top)
+    if dists:
+        return _canon(str(dists[0]))
+    return _canon(top)
+
+
+def _module_of_path(path: str, facts: Mapping[str, Any]) -> str | None:
+    """The top-level module a traceback file belongs to (site-packages or a PYTHONPATH dir)."""
+    m = _SITE_RE.search(path)
+    if m:
+        return m.group(1).split(".")[0]
+    for entry in facts.get("sys_path", ()):
+        entry = str(entry).rstrip("/")
+        if entry and path.startswith(entry + "/") and "/lib/python3" not in entry:
+            rest = path[len(entry) + 1 :]
+            return rest.split("/")[0].split(".")[0] if "/" in rest else None
+    return None
+
+
+def frame_packages(error_text: str, facts: Mapping[str, Any] | None = None) -> list[str]:
+    """Distributions of the traceback frames, innermost last, consecutive repeats folded."""
+    facts = facts or {}
+    out: list[str] = []
+    for path in _FRAME_RE.findall(error_text):
+        module = _module_of_path(path, facts)
+        if module is None:
+            continue
+        dist = _dist_of(module, facts)
+        if not out or out[-1] != dist:
+            out.append(dist)
+    return out
+
+
+def _torch_version(facts: Mapping[str, Any]) -> str:
+    return str(facts.get("torch") or facts.get("versions", {}).get("torch") or "unknown")
+
+
+def _version(dist: str, facts: Mapping[str, Any]) -> str:
+    versions = facts.get("versions", {})
+    return str(versions.get(dist) or versions.get(dist.replace("-", "_")) or "?")
+
+
+def _release(version: str) -> str:
+    return version.split("+")[0]
+
+
+def _bound_hint(dist: str, facts: Mapping[str, Any]) -> str:
+    minor = ".".join(_release(_torch_version(facts)).split(".")[:2])
+    bound = KNOWN_BOUNDS.get(minor, {}).get(dist)
+    return f" ({bound} is known to work with torch {minor})" if bound else ""
+
+
+def _innermost_non_torch(frames: Sequence[str], default: str) -> str:
+    for dist in reversed(frames):
+        if dist != "torch":
+            return dist
+    return default
+
+
+def _cuda_tuple(text: str | None) -> tuple[int, int] | None:
+    m = re.match(r"(\d+)\.(\d+)", text or "")
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _abi_hint(culprit: str, facts: Mapping[str, Any]) -> str:
+    torch = _torch_version(facts)
+    if culprit != "xformers":
+        return (
+            f"{culprit} {_version(culprit, facts)} has a native extension built for another "
+            f"torch than torch {torch}: install the {culprit} build made for torch {torch}"
+        )
+    built = facts.get("built_for_torch") or "another torch"
+    have = _version("xformers", facts)
+    match = XFORMERS_FOR_TORCH.get(_release(torch))
+    fix = (
+        f"install xformers=={match} (built for torch {_release(torch)})"
+        if match and match != have
+        else f"install the xformers built for torch {_release(torch)} (see its cpp_lib.json)"
+        if not match
+        else "reinstall it from a clean wheel"
+    )
+    also = (
+        f", or torch=={_release(str(built))}"
+        if built != "another torch" and _release(str(built)) != _release(torch)
+        else ""
+    )
+    return (
+        f"xformers {have} was built for torch {built} but torch {torch} runs: {fix}{also}; "
+        "a --no-deps install or a metadata range (xformers>=0.0.35 accepts any newer torch) "
+        "does not guarantee the ABI"
+    )
+
+
+def classify(check: str, error_text: str, facts: Mapping[str, Any] | None = None) -> Failure:
+    """Turn a failed check's error text into a kind, culprit distributions and a fix hint.
+
+    Pure: ``facts`` is what the run gathered (``versions`` by distribution, ``torch``,
+    ``torch_cuda``, ``driver``, ``cc``, ``arch_list``, ``built_for_torch``, ``module_dists``,
+    ``sys_path``); recorded strings from real failures (FACTS 3) are its tests.
+    """
+    facts = facts or {}
+    spec = _SPECS.get(check)
+    default = spec.package if spec else check
+    frames = frame_packages(error_text, facts)
+    torch = _torch_version(facts)
+    error = _summary(error_text)
+
+    def fail(kind: str, culprits: Iterable[str], hint: str) -> Failure:
+        unique = list(dict.fromkeys(c for c in culprits if c))
+        return Failure(kind, unique or [default], hint, error)
+
+    if error_text.startswith("timed out"):
+        return fail(
+            "timeout",
+            [default],
+            f"the {check} check hung; run it alone to see where: "
+            f"python -X faulthandler {TARGET_SCRIPT.name} {check}",
+        )
+    if error_text.startswith("crashed"):
+        so = _SO_RE.search(error_text)
+        culprit = (_module_of_path(so.group(1), facts) if so else None) or default
+        return fail(
+            "crash",
+            [_dist_of(culprit, facts)],
+            f"a native extension crashed during the {check} check (often an ABI mismatch); "
+            f"run it alone: python -X faulthandler {TARGET_SCRIPT.name} {check}",
+        )
+    missing_lib = _MISSING_LIB_RE.search(error_text)
+    if missing_lib:
+        so = _SO_RE.search(error_text)
+        module = (_module_of_path(so.group(1), facts) if so else None) or default
+        culprit = _dist_of(module, facts)
+        lib = missing_lib.group(1)
+        cuda_note = ""
+        if "cudart" in lib or "cublas" in lib or "cuda" in lib:
+            cuda_note = (
+                f" (torch {torch} ships CUDA {facts.get('torch_cuda') or '?'}): "
+                f"the extension was built for another CUDA major"
+            )
+        hint = (
+            f"{culprit} {_version(culprit, facts)} needs {lib}, which this env lacks{cuda_note}; "
+            + (
+                _abi_hint(culprit, facts)
+                if culprit == "xformers"
+                else f"install the {culprit} build made for torch {torch}"
+            )
+        )
+        return fail("missing-shared-library", [culprit], hint)
+    if (
+        "undefined symbol" in error_text
+        or "C++ extension did not load" in error_text
+        or "can't load C++/CUDA extensions" in error_text
+    ):
+        so = _SO_RE.search(error_text)
+        module = (_module_of_path(so.group(1), facts) if so else None) or default
+        culprit = _dist_of(module, facts)
+        return fail("abi-mismatch", [culprit], _abi_hint(culprit, facts))
+    if "no kernel image is available" in error_text:
+        cc = facts.get("cc")
+        arch_list = facts.get("arch_list") or []
+        how = compat.arch_coverage(arch_list, cc).how if cc and arch_list else ""
+        culprit = _innermost_non_torch(frames, "torch") if check != "cuda" else "torch"
+        return fail(
+            "no-kernel-image",
+            [culprit],
+            f"{culprit} {_version(culprit, facts)} has no kernel for this GPU (cc {cc or '?'})"
+            + (f": {how}" if how else "")
+            + "; install a build whose arch list covers it (Blackwell needs CUDA >= 12.8, "
+            "torch >= 2.7)",
+        )
+    if (
+        "driver on your system is too old" in error_text
+        or "driver version is insufficient" in error_text
+        or "cudaErrorInsufficientDriver" in error_text
+    ):
+        driver = facts.get("driver")
+        cuda = _cuda_tuple(facts.get("torch_cuda"))
+        if driver and driver != "unknown" and cuda:
+            reason = compat.driver_fit(str(driver), cuda).reason
+        else:
+            reason = f"torch {torch} needs a newer NVIDIA driver"
+        return fail(
+            "driver-too-old",
+            ["torch"],
+            f"{reason}; or install a torch built for an older CUDA "
+            "(any cu12x build runs on >= 525.60.13)",
+        )
+    if "CUDA out of memory" in error_text or "OutOfMemoryError" in error_text:
+        return fail("gpu-memory", [default], "free the GPU (another process holds its memory)")
+    attr = _TORCH_ATTR_RE.search(error_text)
+    if attr or "infer_schema" in error_text or "nsupported type annotation" in error_text:
+        culprit = _innermost_non_torch(frames, default)
+        what = f"{attr.group(1)}.{attr.group(2)}" if attr else "a torch.library custom-op feature"
+        return fail(
+            "too-new-for-torch",
+            [culprit],
+            f"{culprit} {_version(culprit, facts)} uses {what}, which torch {torch} lacks: "
+            f"{culprit} is too new for this torch; bound it{_bound_hint(culprit, facts)} "
+            "or upgrade torch",
+        )
+    if "is_torch_available() is False" in error_text or "PyTorch was not found" in error_text:
+        return fail(
+            "backend-disabled",
+            ["transformers"],
+            f"transformers {_version('transformers', facts)} disabled its torch backend for "
+            f"torch {torch}: transformers is too new for this torch; bound it"
+            f"{_bound_hint('transformers', facts)} or upgrade torch",
+        )
+    cannot = _CANNOT_IMPORT_RE.search(error_text)
+    if cannot:
+        provider = _dist_of(cannot.group(2), facts)
+        importer = _innermost_non_torch([f for f in frames if f != provider], default)
+        return fail(
+            "api-mismatch",
+            [importer, provider],
+            f"{importer} {_version(importer, facts)} imports {cannot.group(1)} from "
+            f"{cannot.group(2)}, which {provider} {_version(provider, facts)} does not provide: "
+            f"bound {provider}{_bound_hint(provider, facts)} or upgrade {importer}",
+        )
+    nomod = _NO_MODULE_RE.search(error_text)
+    if nomod:
+        missing = _dist_of(nomod.group(1), facts)
+        if missing == _canon(default) or missing == _canon(check):
+            return fail(
+                "not-installed", [missing], f"{missing} is not installed in this env: install it"
+            )
+        importer = _innermost_non_torch([f for f in frames if f != missing], default)
+        return fail(
+            "missing-dependency",
+            [importer],
+            f"{importer} {_version(importer, facts)} needs module {nomod.group(1)!r}, which is "
+            f"not installed: install {missing} (a --no-deps install or an incomplete lock?), "
+            f"or pick an {importer} that does not need it",
+        )
+    if "CPU-only build" in error_text:
+        return fail(
+            "cpu-only-torch",
+            ["torch"],
+            f"torch {torch} has no CUDA: install a CUDA build (PyPI torch wheels are CUDA builds; "
+            "a +cpu local version is not)",
+        )
+    if "is_available() is False" in error_text:
+        return fail(
+            "cuda-unavailable",
+            ["torch"],
+            "torch sees no usable GPU although a driver is loaded: check nvidia-smi, "
+            "CUDA_VISIBLE_DEVICES and the container's GPU access",
+        )
+    if any(
+        s in error_text for s in ("rel. error", "non-finite", "differs from", "round trip", "wrong")
+    ):
+        return fail(
+            "numerics",
+            [default],
+            f"{default} {_version(default, facts)} computed a wrong answer in {check}: "
+            "check the build (debug/emulated kernels) and report it upstream",
+        )
+    culprit = _innermost_non_torch(frames, default)
+    return fail(
+        "error",
+        [culprit],
+        f"run the check alone to see the full error: python {TARGET_SCRIPT.name} {check}",
+    )
+
+
+def _summary(error_text: str) -> str:
+    """The line that says what went wrong: the last exception line of a traceback."""
+    lines = [ln.rstrip() for ln in error_text.strip().splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if re.match(r"^[\w.]+(Error|Exception|Failed|Interrupt|Exit)\b", line) or line.startswith(
+            ("crashed", "timed out")
+        ):
+            return line[:500]
+    return (lines[-1] if lines else "")[:500]
+
+
+# --------------------------------------------------------------------------- running
+
+
+@dataclass
+class _Raw:
+    status: Status
+    detail: str
+    error: str
+    facts: dict[str, Any]
+    seconds: float
+    log: str
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PYTHONDONTWRITEBYTECODE="1",
+        PYTHONUNBUFFERED="1",
+        PYTHONFAULTHANDLER="1",  # a segfault prints the Python stack on stderr
+        HF_HUB_OFFLINE="1",  # a smoke test never downloads
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    return env
+
+
+def _run_one(python: str, script: Path, name: str, gpu: bool | None, timeout: float) -> _Raw:
+    flag = [] if gpu is None else ["--gpu" if gpu else "--no-gpu"]
+    cmd = [python, str(script), name, *flag]
+    start = time.perf_counter()
+    try:
+        # A new session so a timeout kills the whole process group (any workers it started).
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            cwd=script.parent,
+            env=_child_env(),
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise SmokeError(f"--python {python}: cannot run it ({exc.strerror or exc})") from exc
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        seconds = time.perf_counter() - start
+        return _Raw(
+            "fail",
+            f"timed out after {timeout:g} s",
+            f"timed out after {timeout:g} s\n{stderr[-LOG_TAIL:]}",
+            {},
+            seconds,
+            stderr[-LOG_TAIL:],
+        )
+    seconds = time.perf_counter() - start
+    log = stderr[-LOG_TAIL:]
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(MARKER):
+            record = json.loads(line[len(MARKER) :])
+            status: Status = record["status"]
+            error = record.get("error", "")
+            if status == "fail":
+                error = f"{error}\n{log}"
+            return _Raw(status, record["detail"], error, record.get("facts", {}), seconds, log)
+    if proc.returncode < 0:
+        try:
+            sig = signal.Signals(-proc.returncode).name
+        except ValueError:
+            sig = f"signal {-proc.returncode}"
+        what = f"crashed: killed by {sig}"
+    else:
+        what = f"crashed: exited with code {proc.returncode} and no result"
+    return _Raw("fail", what, f"{what}\n{log}\n{stdout[-1000:]}", {}, seconds, log)
+
+
+def _select(only: Sequence[str] | None) -> list[CheckSpec]:
+    if not only:
+        return list(CHECKS)
+    unknown = [n for n in only if n not in _SPECS]
+    if unknown:
+        raise UsageError(
+            f"unknown smoke check {', '.join(unknown)}: choose from {', '.join(CHECK_NAMES)}"
+        )
+    wanted: set[str] = set()
+    stack = list(only)
+    while stack:
+        name = stack.pop()
+        if name not in wanted:
+            wanted.add(name)
+            spec = _SPECS[name]
+            stack.extend(spec.needs + spec.needs_on_gpu)
+    return [spec for spec in CHECKS if spec.name in wanted]
+
+
+def _resolve_python(python: Path | str | None) -> str:
+    if python is None:
+        return sys.executable
+    path = Path(python)
+    found = shutil.which(str(python)) if os.sep not in str(python) else None
+    if found:
+        return found
+    if not path.exists():
+        raise SmokeError(f"--python {python}: no such interpreter; pass a venv's bin/python")
+    return str(path)
+
+
+def run_smoke(
+    python: Path | str | None = None,
+    *,
+    gpu: bool | None = None,
+    timeout: float = 180.0,
+    checks: Sequence[str] | None = None,
+    workers: int | None = None,
+) -> SmokeReport:
+    """Smoke-test the environment of ``python`` (default: this interpreter).
+
+    ``gpu``: None detects an NVIDIA driver inside the target; True makes a missing GPU a
+    failure; False skips the GPU checks. ``timeout`` applies to each check's process.
+    ``checks`` limits the run to those checks (their prerequisites are added).
+    """
+    started = time.perf_counter()
+    exe = _resolve_python(python)
+    selected = _select(checks)
+    with tempfile.TemporaryDirectory(prefix="sdenv-smoke-") as tmp:
+        # A private copy: the script's directory lands first on sys.path and must shadow nothing.
+        script = Path(tmp) / TARGET_SCRIPT.name
+        shutil.copyfile(TARGET_SCRIPT, script)
+        env = _run_env(exe, script, gpu, timeout)
+        facts: dict[str, Any] = dict(env)
+        use_gpu = bool(gpu) if gpu is not None else bool(env.get("gpu_wanted"))
+        results = _run_graph(exe, script, selected, gpu, use_gpu, timeout, workers, facts)
+    ordered = [results[spec.name] for spec in selected]
+    culprits: list[str] = []
+    for item in ordered:
+        if item.failure:
+            culprits.extend(c for c in item.failure.culprits if c not in culprits)
+    ran_gpu = use_gpu and any(c.status != "skip" for c in ordered if _SPECS[c.name].gpu_only)
+    return SmokeReport(
+        python=exe,
+        ok=all(c.status != "fail" for c in ordered),
+        checks=ordered,
+        gpu=ran_gpu,
+        seconds=time.perf_counter() - started,
+        culprits=culprits,
+        facts=facts,
+    )
+
+
+def _run_env(exe: str, script: Path, gpu: bool | None, timeout: float) -> dict[str, Any]:
+    """The stdlib-only ``env`` probe: proves the interpreter runs and gathers versions."""
+    raw = _run_one(exe, script, "env", gpu, min(timeout, 60.0))
+    if raw.status != "pass":
+        first = (raw.log.strip().splitlines() or [raw.detail])[-1]
+        raise SmokeError(f"--python {exe}: not a working Python interpreter ({first})")
+    facts = dict(raw.facts)
+    if gpu is not None:
+        facts["gpu_wanted"] = gpu
+    return facts
+
+
+def _skip(name: str, reason: str) -> SmokeCheck:
+    return SmokeCheck(name, "skip", reason, 0.0)
+
+
+def _run_graph(
+    exe: str,
+    script: Path,
+    selected: Sequence[CheckSpec],
+    gpu_flag: bool | None,
+    use_gpu: bool,
+    timeout: float,
+    workers: int | None,
+    facts: dict[str, Any],
+) -> dict[str, SmokeCheck]:
+    """Run checks as their prerequisites pass, several processes at a time."""
+    results: dict[str, SmokeCheck] = {}
+    pending = {spec.name: spec for spec in selected}
+    names = set(pending)
+    for spec in selected:
+        if spec.gpu_only and not use_gpu:
+            reason = (
+                "GPU checks off (--no-gpu)" if gpu_flag is False else "no NVIDIA GPU (no driver)"
+            )
+            results[spec.name] = _skip(spec.name, reason)
+            del pending[spec.name]
+    n_workers = workers or max(1, min(4, os.cpu_count() or 1))
+    running: dict[Future[_Raw], str] = {}
+    with ThreadPoolExecutor(max_workers=n_workers) as pool:
+        while pending or running:
+            for name, spec in list(pending.items()):
+                needs = [
+                    n for n in spec.needs + (spec.needs_on_gpu if use_gpu else ()) if n in names
+                ]
+                if any(n not in results for n in needs):
+                    continue
+                blocked = [n for n in needs if results[n].status != "pass"]
+                del pending[name]
+                if blocked:
+                    dep = results[blocked[0]]
+                    why = "failed" if dep.status == "fail" else f"skipped: {dep.detail}"
+                    results[name] = _skip(name, f"needs {dep.name} ({why})")
+                    continue
+                fut = pool.submit(_run_one, exe, script, name, use_gpu, timeout)
+                running[fut] = name
+            if not running:
+                continue
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                name = running.pop(fut)
+                results[name] = _finish(name, fut.result(), facts)
+    return results
+
+
+def _finish(name: str, raw: _Raw, facts: dict[str, Any]) -> SmokeCheck:
+    # Facts of passing checks (torch's CUDA, the GPU's cc, xformers' build) sharpen later hints.
+    facts.update({k: v for k, v in raw.facts.items() if not isinstance(v, dict)})
+    failure = classify(name, raw.error, facts) if raw.status == "fail" else None
+    return SmokeCheck(name, raw.status, raw.detail, raw.seconds, failure, raw.facts, raw.log)
