@@ -35,5 +35,9 @@ lock: install
 lock-check: install
 	$(NOX) -s lock_check
 
+# Known vulnerabilities in the locks (needs the public OSV service, or AUDIT_ARGS="--osv-url URL").
+audit: install
+	$(NOX) -s audit -- $(AUDIT_ARGS)
+
 clean:
 	rm -rf $(VENV) .nox .mypy_cache .ruff_cache .pytest_cache

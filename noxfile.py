@@ -33,3 +33,9 @@ def tests_online(session: nox.Session) -> None:
 def lock_check(session: nox.Session) -> None:
     """Fails when a committed lock is stale against its spec."""
     session.run("sdenv", "lock", "--check", *session.posargs)
+
+
+@nox.session
+def audit(session: nox.Session) -> None:
+    """pip-audit over every lock pin; `nox -s audit -- --service pypi` etc. passes options on."""
+    session.run("sdenv", "audit", *session.posargs)
