@@ -1,0 +1,115 @@
+"""``sdenv verify``: probe -> drift -> smoke -> model check; one verdict, every reason."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from sdenv.cli._output import err, out, print_json, status_style
+
+
+def register(subparsers: Any) -> None:
+    from sdenv.verify import DEFAULT_LOCK
+
+    p = subparsers.add_parser(
+        "verify",
+        help="one verdict for this box/image: probe, drift vs the lock, smoke, tiny-model FP8 run",
+        description=(
+            "Probe the GPU and FP8 verdict, compare installed packages (and their files) with "
+            "the lock, run the smoke checks, then load a tiny SD3.5 pipeline made on the spot "
+            "in the FP8 mode the probe chose and run two steps. Exit 0 only when every required "
+            "part passes; parts skipped for a reason (no GPU, no lock) fail only with "
+            "--fail-on-skip."
+        ),
+    )
+    p.add_argument(
+        "--lock",
+        type=Path,
+        default=DEFAULT_LOCK,
+        metavar="FILE",
+        help=f"lockfile to check the installed set against (default: {DEFAULT_LOCK})",
+    )
+    p.add_argument(
+        "--no-lock", action="store_true", help="skip the drift part (a box not built from a lock)"
+    )
+    p.add_argument(
+        "--python",
+        metavar="PY",
+        help="verify another interpreter (a venv's bin/python); default: this one",
+    )
+    p.add_argument(
+        "--model",
+        type=Path,
+        metavar="DIR",
+        help="model check on this local diffusers SD3.5 directory instead of the tiny model",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable result on stdout")
+    p.add_argument(
+        "--fail-on-skip", action="store_true", help="a skipped part (e.g. no GPU) fails the verdict"
+    )
+    p.add_argument("--no-hash", action="store_true", help="drift: versions only, do not hash files")
+    gpu = p.add_mutually_exclusive_group()
+    gpu.add_argument(
+        "--gpu", dest="gpu", action="store_const", const=True, help="smoke: GPU required"
+    )
+    gpu.add_argument(
+        "--no-gpu", dest="gpu", action="store_const", const=False, help="smoke: CPU only"
+    )
+    p.set_defaults(func=run, gpu=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sdenv.verify import Part, verify
+
+    def progress(part: Part) -> None:
+        if not args.json:
+            style = status_style(part.status)
+            err.print(
+                f"  {part.name}: [{style}]{part.status}[/] ({part.seconds:.1f} s)",
+                highlight=False,
+            )
+
+    result = verify(
+        python=args.python,
+        lock=None if args.no_lock else args.lock,
+        model=args.model,
+        fail_on_skip=args.fail_on_skip,
+        gpu=args.gpu,
+        check_files=not args.no_hash,
+        on_part=progress,
+    )
+    if args.json:
+        print_json(result)
+    else:
+        render(result)
+    return 0 if result.ok else 1
+
+
+def render(result: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"sdenv verify: {result.python}", title_justify="left")
+    table.add_column("part")
+    table.add_column("status")
+    table.add_column("required")
+    table.add_column("time", justify="right")
+    table.add_column("reasons")
+    for p in result.parts:
+        reasons = list(p.reasons)
+        table.add_row(
+            p.name,
+            f"[{status_style(p.status)}]{p.status}[/]",
+            "yes" if p.required else "no",
+            f"{p.seconds:.1f} s",
+            "\n".join(reasons) or "-",
+        )
+    out.print(table)
+    style = status_style(result.verdict)
+    out.print(
+        f"verdict: [{style}]{result.verdict}[/] in {result.seconds:.1f} s "
+        f"(fp8 mode {result.fp8_mode}, model ran {result.model_mode or 'not at all'}"
+        f"{', skips fail' if result.fail_on_skip else ''})"
+    )
+    for line in result.failed:
+        out.print(f"  [bold red]x[/] {line}", highlight=False)

@@ -1,0 +1,360 @@
+"""``sdenv verify``: one verdict for a GPU box or an image, with every reason.
+
+Four parts, in this order, each pass / fail / skip with its reasons:
+1. probe - GPU, driver, arch, FP8 verdict (``sdenv.probe``), before anything loads a model;
+2. drift - installed distributions against the lock, files against their RECORD (``sdenv.drift``);
+3. smoke - functional checks of the stack (``sdenv.smoke``);
+4. model - a tiny SD3.5-shaped pipeline made on the spot (``sdenv.tinymodel``), loaded by the
+   deployment loader (``sdenv.generate``) in the FP8 mode the probe chose, two steps run: finite
+   image, FP8 storage where the mode says so, timings.
+
+Parts 2-4 are independent subprocesses of the target interpreter, so they run concurrently after
+the probe. Exit 0 only when every required part passes; a part skipped for a reason (no GPU, no
+lock) is shown as skipped and fails the verdict only with ``fail_on_skip``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sdenv._json import to_jsonable
+from sdenv.errors import SdenvError
+
+DEFAULT_LOCK = Path("lockfiles/sd35-fp8-cu121-py3.11-linux_x86_64.txt")
+PARTS = ("probe", "drift", "smoke", "model")
+
+
+@dataclass
+class Part:
+    name: str
+    status: str  # pass | fail | skip
+    required: bool = True
+    reasons: list[str] = field(default_factory=list)  # why it failed or skipped; notes if passed
+    skipped: list[str] = field(default_factory=list)  # sub-checks skipped inside a passing part
+    seconds: float = 0.0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> str:
+        return self.reasons[0] if self.reasons else ""
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    verdict: str  # pass | fail
+    python: str
+    lock: str | None
+    fail_on_skip: bool
+    fp8_mode: str | None  # what the probe chose
+    model_mode: str | None  # what the model check ran in
+    parts: list[Part]
+    seconds: float
+    failed: list[str] = field(default_factory=list)  # "part: reason" for every failing reason
+
+    def part(self, name: str) -> Part:
+        return next(p for p in self.parts if p.name == name)
+
+
+def verdict(parts: list[Part], fail_on_skip: bool) -> tuple[bool, list[str]]:
+    """Pure: the required parts pass; skips (whole parts or sub-checks) fail only if asked."""
+    failed: list[str] = []
+    for p in parts:
+        if not p.required:
+            continue
+        if p.status == "fail":
+            failed += [f"{p.name}: {r}" for r in p.reasons] or [f"{p.name}: failed"]
+        elif p.status == "skip" and fail_on_skip:
+            failed += [f"{p.name}: skipped ({p.summary}) and --fail-on-skip is set"]
+        elif p.status == "pass" and p.skipped and fail_on_skip:
+            failed.append(f"{p.name}: sub-checks skipped ({', '.join(p.skipped)})")
+    return not failed, failed
+
+
+# --------------------------------------------------------------------------- target processes
+
+
+def _sdenv_path() -> str:
+    """The directory holding the ``sdenv`` package, to put on a target's PYTHONPATH."""
+    return str(Path(__file__).resolve().parent.parent)
+
+
+def _target_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # sdenv's own modules run in the target without being installed there; the ones used
+    # (probe, decide, compat, generate, tinymodel) import only the standard library at top level.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_sdenv_path(), env.get("PYTHONPATH")]))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def _run_target(python: str, args: list[str], timeout: float) -> tuple[int | None, str, str]:
+    # cwd: an empty directory, so nothing in the caller's cwd shadows a module in the target.
+    with tempfile.TemporaryDirectory(prefix="sdenv-verify-") as cwd:
+        try:
+            proc = subprocess.run(
+                [python, *args],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=_target_env(),
+                cwd=cwd,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            return None, out, f"timed out after {timeout:.0f} s"
+        except OSError as exc:
+            return None, "", f"{python}: {exc.strerror or exc}"
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output"
+
+
+# --------------------------------------------------------------------------- parts
+
+
+_PROBE_SNIPPET = (
+    "import json; from sdenv.probe import probe; from sdenv._json import to_jsonable; "
+    "print(json.dumps(to_jsonable(probe(with_torch=True))))"
+)
+
+
+def probe_part(python: str | None) -> tuple[Part, dict[str, Any]]:
+    t0 = time.perf_counter()
+    if python is None:
+        from sdenv.probe import probe
+
+        report: dict[str, Any] = to_jsonable(probe(with_torch=True))
+    else:
+        rc, out, errtext = _run_target(python, ["-c", _PROBE_SNIPPET], 120.0)
+        if rc != 0:
+            return Part(
+                "probe", "fail", reasons=[f"probe failed in {python}: {_last_line(errtext)}"]
+            ), {}
+        report = json.loads(_last_line(out))
+    seconds = time.perf_counter() - t0
+    checks = report.get("checks", [])
+    fails = [f"{c['name']}: {c['reason']}" for c in checks if c.get("status") == "fail"]
+    gpus = report.get("gpus", [])
+    detail = {
+        "fp8_mode": report.get("fp8_mode"),
+        "fp8_mode_reason": report.get("fp8_mode_reason"),
+        "gpus": [
+            {"index": g["index"], "name": g["name"], "cc": g["cc"], "fp8": g["fp8"]["verdict"]}
+            for g in gpus
+        ],
+        "warnings": [f"{c['name']}: {c['reason']}" for c in checks if c.get("status") == "warn"],
+    }
+    if fails:
+        return Part("probe", "fail", reasons=fails, seconds=seconds, detail=detail), report
+    if not gpus:
+        reason = f"no NVIDIA GPU: {report.get('fp8_mode_reason', 'GPU checks not run')}"
+        return Part("probe", "skip", reasons=[reason], seconds=seconds, detail=detail), report
+    note = f"fp8 {report.get('fp8_mode')}: {report.get('fp8_mode_reason')}"
+    return Part("probe", "pass", reasons=[note], seconds=seconds, detail=detail), report
+
+
+def drift_part(python: str | None, lock_path: Path | None, *, check_files: bool = True) -> Part:
+    if lock_path is None:
+        return Part("drift", "skip", required=False, reasons=["no lock given (--no-lock)"])
+    from sdenv.drift import check_drift
+    from sdenv.lockfile import read_lockfile
+
+    t0 = time.perf_counter()
+    lock = read_lockfile(lock_path)  # a missing/bad lock is a usage error: raised, exit 2
+    try:
+        report = check_drift(lock, python, check_files=check_files)
+    except SdenvError as exc:
+        return Part("drift", "fail", reasons=[str(exc)], seconds=time.perf_counter() - t0)
+    reasons = report.reasons()
+    detail: dict[str, Any] = to_jsonable(report)
+    seconds = time.perf_counter() - t0
+    inv_py = _python_version(python)
+    want_py = lock.get("python")
+    if want_py and inv_py and not inv_py.startswith(want_py + ".") and inv_py != want_py:
+        reasons.insert(0, f"lock is for Python {want_py}, this interpreter is {inv_py}")
+    if reasons:
+        return Part("drift", "fail", reasons=reasons, seconds=seconds, detail=detail)
+    note = f"{len(lock.pins)} pins match, {report.checked_files} files match their RECORD"
+    return Part("drift", "pass", reasons=[note], seconds=seconds, detail=detail)
+
+
+def _python_version(python: str | None) -> str | None:
+    if python is None:
+        return ".".join(map(str, sys.version_info[:3]))
+    rc, out, _ = _run_target(
+        python, ["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"], 30.0
+    )
+    return out.strip() if rc == 0 else None
+
+
+def smoke_part(python: str | None, *, gpu: bool | None, timeout: float) -> Part:
+    from sdenv.smoke import run_smoke
+
+    t0 = time.perf_counter()
+    try:
+        report = run_smoke(python, gpu=gpu, timeout=timeout)
+    except SdenvError as exc:
+        return Part("smoke", "fail", reasons=[str(exc)], seconds=time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    checks = list(report.checks)
+    failed = [
+        f"{c.name}: {c.detail}" + (f" ({c.failure.hint})" if c.failure and c.failure.hint else "")
+        for c in checks
+        if c.status == "fail"
+    ]
+    skipped = [c.name for c in checks if c.status == "skip"]
+    detail = {"checks": {c.name: {"status": c.status, "detail": c.detail} for c in checks}}
+    if failed or not report.ok:
+        return Part(
+            "smoke", "fail", reasons=failed or ["smoke failed"], seconds=seconds, detail=detail
+        )
+    if checks and len(skipped) == len(checks):
+        return Part("smoke", "skip", reasons=["every smoke check skipped"], seconds=seconds)
+    passed = len(checks) - len(skipped)
+    note = f"{passed}/{len(checks)} checks pass" + (
+        f", skipped: {', '.join(skipped)}" if skipped else ""
+    )
+    return Part("smoke", "pass", reasons=[note], skipped=skipped, seconds=seconds, detail=detail)
+
+
+def model_mode(probe_report: dict[str, Any]) -> tuple[str | None, str]:
+    """The mode the model check runs in, and why: the probe's, or emulated on a CPU-only box."""
+    mode = probe_report.get("fp8_mode") or "off"
+    if mode != "off" or probe_report.get("gpus"):
+        return mode, f"probe: {probe_report.get('fp8_mode_reason', mode)}"
+    torch_facts = (probe_report.get("facts") or {}).get("torch") or {}
+    if not torch_facts.get("installed"):
+        return None, "torch is not installed: the model check cannot run"
+    if "float8_e4m3fn" in (torch_facts.get("float8_dtypes") or []):
+        return "emulated", "no GPU: the FP8 emulated path (float8 storage, bf16 compute) on CPU"
+    return None, f"no GPU and torch {torch_facts.get('version')} has no float8_e4m3fn"
+
+
+def model_part(
+    python: str, mode: str | None, why: str, model: Path | None, *, timeout: float
+) -> Part:
+    if mode is None:
+        return Part("model", "skip", reasons=[why])
+    from sdenv.generate import parse_check_output
+
+    args = ["-m", "sdenv.generate", "check", "--mode", mode]
+    if model is not None:
+        args += ["--model", str(model.resolve())]
+    t0 = time.perf_counter()
+    rc, out, errtext = _run_target(python, args, timeout)
+    seconds = time.perf_counter() - t0
+    report = parse_check_output(out)
+    if report is None:
+        return Part(
+            "model",
+            "fail",
+            reasons=[f"model check crashed (exit {rc}): {_last_line(errtext)}"],
+            seconds=seconds,
+        )
+    detail = dict(report)
+    if "error" in report:
+        return Part("model", "fail", reasons=[str(report["error"])], seconds=seconds, detail=detail)
+    reasons: list[str] = []
+    if not report.get("finite"):
+        reasons.append(f"the image has NaN/inf values in mode {mode}")
+    if not report.get("fp8_ok"):
+        fp8 = report.get("fp8", {})
+        reasons.append(
+            f"mode {mode}: {fp8.get('block_linears_fp8')}/{fp8.get('block_linears')} block "
+            "linear layers hold FP8 weights"
+        )
+    if reasons:
+        return Part("model", "fail", reasons=reasons, seconds=seconds, detail=detail)
+    t = report.get("timings", {})
+    fp8 = report.get("fp8", {})
+    note = (
+        f"{'tiny SD3.5' if model is None else model} in {mode} on {report.get('device')}: "
+        f"{report.get('steps')} steps {t.get('denoise_s', 0):.2f} s, "
+        f"{fp8.get('fp8_linear_layers')}/{fp8.get('linear_layers')} linear layers FP8; {why}"
+    )
+    return Part("model", "pass", reasons=[note], seconds=seconds, detail=detail)
+
+
+# --------------------------------------------------------------------------- the whole
+
+
+def verify(
+    *,
+    python: str | Path | None = None,
+    lock: Path | None = DEFAULT_LOCK,
+    model: Path | None = None,
+    fail_on_skip: bool = False,
+    gpu: bool | None = None,
+    check_files: bool = True,
+    smoke_timeout: float = 180.0,
+    model_timeout: float = 600.0,
+    on_part: Callable[[Part], None] | None = None,
+) -> VerifyResult:
+    """Probe, then drift, smoke and model check concurrently; one result with every reason."""
+    t0 = time.perf_counter()
+    target = str(python) if python is not None else None
+    if lock is not None and not lock.is_file():
+        from sdenv.lockfile import read_lockfile
+
+        read_lockfile(lock)  # raises the one-line "no such lockfile; create it with ..." error
+    probe, probe_report = probe_part(target)
+    if on_part:
+        on_part(probe)
+    mode, why = model_mode(probe_report)
+    exe = target or sys.executable
+
+    def guarded(name: str, fn: Callable[[], Part]) -> Part:
+        start = time.perf_counter()
+        try:
+            part = fn()
+        except SdenvError:
+            raise  # a usage error (bad lock) aborts the whole verify with its one line
+        except Exception as exc:  # a crash inside one part is that part's failure, not ours
+            part = Part(name, "fail", reasons=[f"{type(exc).__name__}: {exc}"])
+        part.seconds = part.seconds or time.perf_counter() - start
+        if on_part:
+            on_part(part)
+        return part
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = [
+            pool.submit(
+                guarded, "drift", lambda: drift_part(target, lock, check_files=check_files)
+            ),
+            pool.submit(
+                guarded, "smoke", lambda: smoke_part(target, gpu=gpu, timeout=smoke_timeout)
+            ),
+            pool.submit(
+                guarded, "model", lambda: model_part(exe, mode, why, model, timeout=model_timeout)
+            ),
+        ]
+        parts = [probe, *(f.result() for f in futures)]
+    ok, failed = verdict(parts, fail_on_skip)
+    return VerifyResult(
+        ok=ok,
+        verdict="pass" if ok else "fail",
+        python=exe,
+        lock=str(lock) if lock else None,
+        fail_on_skip=fail_on_skip,
+        fp8_mode=probe_report.get("fp8_mode"),
+        model_mode=mode,
+        parts=parts,
+        seconds=round(time.perf_counter() - t0, 3),
+        failed=failed,
+    )
