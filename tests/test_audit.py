@@ -323,3 +323,12 @@ def test_osv_server_batch_and_record_endpoints(osv: OsvServer) -> None:
     assert [[v["id"] for v in r.get("vulns", [])] for r in results] == [["PYSEC-2026-1"], []]
     with urllib.request.urlopen(f"{osv.url}/v1/vulns/PYSEC-2026-1") as resp:
         assert json.load(resp)["affected"][0]["package"]["name"] == "pillow"
+
+
+def test_shipped_example_ignore_file_is_valid(repo: Path) -> None:
+    example = repo / "src" / "sdenv" / "data" / "audit-ignore.example.toml"
+    ignores = audit.load_ignore_file(example, today=dt.date(2026, 11, 21))
+    assert [(r.id, r.package) for r in ignores.active] == [("GHSA-xxxx-xxxx-xxxx", "pillow")]
+    # The same file the day after its entry's date: expired, reported, not applied.
+    later = audit.load_ignore_file(example, today=dt.date(2027, 4, 1))
+    assert later.active == () and len(later.expired) == 1

@@ -575,6 +575,41 @@ def check_fixes(
 
 
 def relock_with(spec: EnvSpec, pins: Sequence[str], lock_dir: Path) -> tuple[str, str]:
-    """Re-lock ``spec`` with ``pins`` as upgrades into a scratch directory (the real locks stay
-    as they are): ("ok", what changed) or ("fail", why) or ("skip", why not run)."""
-    return "skip", "`sdenv lock --upgrade-package` is not available in this checkout yet"
+    """Re-lock ``spec`` with ``pins`` (``name==version``) as ``--upgrade-package`` bumps, as a dry
+    run: the resolve and every compatibility check of ``sdenv lock`` run, the locks stay as they
+    are. ("ok", what would change) or ("fail", why) or ("skip", why it could not run)."""
+    try:
+        from sdenv.lock import LockOptions, lock_env
+    except ImportError as exc:  # pragma: no cover - only before the lock engine exists
+        return "skip", f"`sdenv lock --upgrade-package` is not available here ({exc})"
+    # verify=False: the import proof installs the whole stack per target (GBs); `sdenv lock`
+    # runs it when the bump is applied. The resolve and the compat rules are the question here.
+    opts = LockOptions(lock_dir=lock_dir, upgrade_packages=tuple(pins), dry_run=True, verify=False)
+    try:
+        results = lock_env(spec, opts)
+    except SdenvError as exc:
+        return "fail", f"{spec.name}: {exc}"
+    notes: list[str] = []
+    status = "ok"
+    wanted = dict(p.split("==", 1) for p in pins)
+    for res in results:
+        if not res.ok:
+            status = "fail"
+            notes.append(res.message or f"{res.target.slug}: {res.status}")
+            continue
+        got = {n: res.pins.get(n) for n in wanted}
+        off = [
+            f"{n} {v} (wanted {wanted[n]})"
+            for n, v in got.items()
+            if v is None or Version(v).public != Version(wanted[n]).public
+        ]
+        if off:
+            status = "fail"
+            notes.append(f"{res.target.slug}: resolved {', '.join(off)}")
+            continue
+        moved = [f"{n} {a or '-'}->{b or '-'}" for n, a, b in res.changes]
+        notes.append(
+            f"{res.target.slug}: resolves and passes the compat checks"
+            + (f"; changes {', '.join(moved)}" if moved else "")
+        )
+    return status, "; ".join(notes)
