@@ -39,6 +39,15 @@ TORCH_ARCH_LISTS: Mapping[str, tuple[str, ...]] = {
     "cu130": ("sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"),
 }
 
+# TORCH_CUDA_ARCH_LIST of the xformers wheels a resolver pairs with each torch CUDA variant, as
+# their xformers/cpp_lib.json records it (FACTS 2: 0.0.28.post1/0.0.29.post1 cu121 builds serve
+# the cu121/cu124 torches; 0.0.33.post2/0.0.35 are cu128 builds).
+XFORMERS_ARCH_LISTS: Mapping[str, str] = {
+    "cu121": "6.0+PTX 7.0 7.5 8.0+PTX 9.0a",
+    "cu124": "6.0+PTX 7.0 7.5 8.0+PTX 9.0a",
+    "cu128": "7.5 8.0+PTX 8.0 9.0a",
+}
+
 _ARCH_RE = re.compile(r"^(?:(sm|compute)_)?(\d+)\.?(\d)([af]?)(\+PTX)?$")
 
 
