@@ -278,6 +278,14 @@ def test_cli_json_exit_code_and_table(
     )
     assert main([*args, "--ignore-file", str(ignore)]) == 0
     assert "0 vulnerable, 1 ignored" in " ".join(capsys.readouterr().out.split())
+    assert main([*args, "--ignore-file", str(ignore), "--json"]) == 0
+    (finding,) = json.loads(capsys.readouterr().out)["report"]["findings"]
+    assert finding["ignored"] == {
+        "id": "PYSEC-2026-1",
+        "reason": "offline renders",
+        "expires": "2099-12-31",
+        "package": None,
+    }
 
 
 def test_cli_unreachable_is_one_line_error(

@@ -108,7 +108,7 @@ def lockfiles_for(
 class IgnoreRule:
     id: str
     reason: str
-    expires: dt.date
+    expires: str  # ISO date, the last day the entry applies (a string: it goes into --json)
     package: str | None = None  # canonical name; None: the id is ignored in every package
 
     def matches(self, package: str, ids: Iterable[str]) -> bool:
@@ -185,7 +185,7 @@ def load_ignore_file(path: Path, today: dt.date | None = None) -> IgnoreList:
         rule = IgnoreRule(
             id=entry["id"].strip(),
             reason=entry["reason"].strip(),
-            expires=expires,
+            expires=expires.isoformat(),
             package=canonicalize_name(package) if package else None,
         )
         # An entry is good through its expiry date, and gone the day after.

@@ -146,6 +146,8 @@ def _render(report: core.AuditReport, checks: tuple[core.FixCheck, ...]) -> None
                 _cell(check.lock_status, check.lock_note) if check else "-",
             )
         out.print(table)
+        for cmd in dict.fromkeys(c.command for c in checks if c.command):
+            out.print(f"apply with: {cmd}", highlight=False, markup=False)
     active = len(report.active)
     ignored = len(report.findings) - active
     line = (
