@@ -1,0 +1,117 @@
+"""``sdenv lock [ENV ...]``: parse, call :mod:`sdenv.lock`, render."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from sdenv.spec import DEFAULT_ENV, DEFAULT_ENVS_DIR
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "lock",
+        help="resolve, check and prove-import the pinned set of env specs",
+        description="Lock each (env, python, platform) target: resolve for the target, check the "
+        "CUDA variant, xformers ABI, GPU coverage and known incompatibilities, install into a "
+        "throwaway venv and run the smoke checks, then write lockfiles/<target>.txt.",
+    )
+    p.add_argument("envs", nargs="*", metavar="ENV", help=f"env name or spec path ({DEFAULT_ENV})")
+    p.add_argument("--envs-dir", type=Path, default=DEFAULT_ENVS_DIR)
+    p.add_argument("--lock-dir", type=Path, default=Path("lockfiles"))
+    p.add_argument("--resolver", choices=("uv", "pip-tools"), default="uv")
+    p.add_argument("--no-verify", action="store_true", help="skip the import proof")
+    p.add_argument(
+        "--search",
+        action="store_true",
+        help="when the proof fails, bisect the culprit and bound it",
+    )
+    p.add_argument("--check", action="store_true", help="exit 1 when a committed lock is stale")
+    p.add_argument("--upgrade", action="store_true", help="let every pin move to the newest")
+    p.add_argument(
+        "--upgrade-package", action="append", default=[], metavar="NAME", help="let NAME move"
+    )
+    p.add_argument("--python", action="append", default=[], help="only these target Pythons")
+    p.add_argument("--json", action="store_true", help="machine-readable result on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sdenv import lock as core
+    from sdenv.cli._output import err
+    from sdenv.spec import load_spec
+
+    names = args.envs or [DEFAULT_ENV]
+    # Every spec is validated before anything runs: a bad one writes nothing at all.
+    specs = [load_spec(n, args.envs_dir) for n in names]
+    results: list[core.TargetResult] = []
+    with err.status("locking") as status:
+        opts = core.LockOptions(
+            lock_dir=args.lock_dir,
+            resolver=args.resolver,
+            verify=not args.no_verify,
+            search=args.search,
+            upgrade=args.upgrade,
+            upgrade_packages=tuple(args.upgrade_package),
+            progress=lambda msg: status.update(msg),
+        )
+        for spec in specs:
+            targets = [t for t in spec.targets if not args.python or t.python in args.python]
+            if args.check:
+                results += [core.check_target(spec, t, opts) for t in targets]
+            else:
+                with core.env_file_lock(opts.lock_dir, spec.name):
+                    results += [core.lock_target(spec, t, opts) for t in targets]
+    if args.json:
+        from sdenv.cli._output import print_json
+
+        print_json({"ok": all(r.ok for r in results), "targets": results})
+    else:
+        _render(results, check=args.check)
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _render(results: list[Any], *, check: bool) -> None:
+    from rich.table import Table
+
+    from sdenv.cli._output import err, error_line, out, status_style
+
+    table = Table(title="sdenv lock --check" if check else "sdenv lock")
+    for col in ("target", "status", "proof", "resolver", "pins", "lockfile"):
+        table.add_column(col)
+    for r in results:
+        proof = r.proof.status if not check else "-"
+        table.add_row(
+            r.target.slug,
+            f"[{status_style(_style(r.status))}]{r.status}[/]",
+            f"[{status_style(proof)}]{proof}[/]" if proof != "-" else "-",
+            f"{r.resolver} {r.resolve_seconds:.1f}s" if r.resolver else "-",
+            str(len(r.pins)),
+            str(r.path),
+        )
+    out.print(table)
+    for r in results:
+        if r.changes:
+            changes = Table(title=f"{r.target.slug}: changes")
+            for col in ("package", "old", "new"):
+                changes.add_column(col)
+            for name, old, new in r.changes:
+                changes.add_row(name, old or "-", new or "-")
+            out.print(changes)
+        for c in r.checks:
+            out.print(f"  [{status_style(c.status)}]{c.status}[/] {c.name}: {c.detail}")
+        if r.learned:
+            out.print(f"  learned rules for {r.target.slug} (append to src/sdenv/data/rules.toml):")
+            for text in r.learned:
+                out.print(text, markup=False)
+    for r in results:
+        if not r.ok and r.message:
+            error_line(r.message)
+    del err
+
+
+def _style(status: str) -> str:
+    return {"written": "pass", "unchanged": "pass", "fresh": "pass", "planned": "skip"}.get(
+        status, "fail" if status in ("failed", "stale") else status
+    )
