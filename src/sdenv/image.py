@@ -129,7 +129,7 @@ def split_lock(lock: Lockfile) -> LockParts:
 
     sdenv itself is left out: the app image installs the wheel built from this checkout.
     """
-    cuda = tuple(p for p in lock.pins if p.name.startswith("nvidia-"))
+    cuda = tuple(p for p in lock.pins if p.name.startswith(("nvidia-", "cuda-")))
     torch = tuple(p for p in lock.pins if p.name in _TORCH_LAYER)
     rest = tuple(p for p in lock.pins if p not in cuda and p not in torch and p.name != "sdenv")
     return LockParts(cuda, torch, rest)
@@ -171,8 +171,10 @@ def os_slug(base_image: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", base_image.lower()).strip("-")
 
 
-def cuda_base_tag(spec: EnvSpec, python: str, base_image: str) -> str:
-    return f"{CUDA_BASE_REPO}:{spec.cuda}-py{python}-{os_slug(base_image)}"
+def cuda_base_tag(spec: EnvSpec, python: str, base_image: str, parts: LockParts) -> str:
+    """One tag per (CUDA variant, Python, OS) and CUDA pin set: two locks of one variant that pin
+    the same nvidia-* wheels share it; different pins never overwrite each other's base."""
+    return f"{CUDA_BASE_REPO}:{spec.cuda}-py{python}-{os_slug(base_image)}-{parts.cuda_sha256[:8]}"
 
 
 def app_tags(target: Target, lock_sha256: str) -> tuple[str, str]:
@@ -263,8 +265,21 @@ class Transport:
 
 @contextlib.contextmanager
 def serve_transport(transport: Transport) -> Iterator[str]:
-    """Serve the transport files on 127.0.0.1 for the duration of a build; yields host:port."""
+    """Serve the transport files on 127.0.0.1 for the duration of a build; yields host:port.
+
+    sdenv builds take turns (a file lock) so that each gets the fixed port, and with it the same
+    ``SDENV_TRANSPORT`` value, which the classic builder hashes into the cache key of every RUN.
+    """
+    from filelock import FileLock
+
     files = transport.files()
+    turn = FileLock(str(Path(tempfile.gettempdir()) / f"sdenv-image-{TRANSPORT_PORT}.lock"))
+    with turn, _serve(files) as addr:
+        yield addr
+
+
+@contextlib.contextmanager
+def _serve(files: Mapping[str, bytes]) -> Iterator[str]:
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -319,6 +334,7 @@ class BuildOutcome:
 
 
 _STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 _ID_RE = re.compile(r"^ ---> ([0-9a-f]{12,64})$")
 
 
@@ -356,6 +372,7 @@ def run_build(
             if "stream" in chunk:
                 text = chunk["stream"]
                 log.write(text)
+                log.flush()  # the log is for watching a long build too
                 for line in text.splitlines():
                     tail = [*tail[-19:], line]
                     if m := _STEP_RE.match(line):
@@ -370,8 +387,9 @@ def run_build(
                 image_id = chunk["aux"]["ID"]
             elif "error" in chunk:
                 log.write(chunk["error"] + "\n")
-                detail = chunk["error"].strip().splitlines()[-1]
-                last_out = [t for t in tail if t.strip()][-3:]
+                detail = _ANSI_RE.sub("", chunk["error"]).strip().splitlines()[-1]
+                last_out = [_ANSI_RE.sub("", t).strip() for t in tail]
+                last_out = [t for t in last_out if t and not t.startswith("Removing interm")][-3:]
                 raise ImageError(
                     f"build failed at step {len(steps)} ({steps[-1].text[:80] if steps else '?'})"
                     f": {detail}; last output: {' | '.join(last_out)[:400]}"
@@ -554,7 +572,7 @@ def ensure_base_present(client: Any, base: str) -> None:
     try:
         client.images.pull(base)
     except DockerException as exc:
-        reason = str(exc).splitlines()[0][:120]
+        reason = str(getattr(exc, "explanation", None) or exc).splitlines()[0][:120]
         raise BaseImageMissing(
             f"base image {base} is not in the engine and could not be pulled ({reason}); "
             "make one with `sdenv image base --bootstrap` or pass --base with a local image"
@@ -621,7 +639,7 @@ def build_cuda_base(
     log: TextIO,
     on_step: Callable[[str], None] | None = None,
 ) -> tuple[str, BuildOutcome]:
-    tag = cuda_base_tag(spec, python, base)
+    tag = cuda_base_tag(spec, python, base, parts)
     with tempfile.TemporaryDirectory(prefix="sdenv-ctx-") as tmp:
         ctx = Path(tmp)
         labels = {

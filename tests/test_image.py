@@ -1,0 +1,221 @@
+"""Offline parts of `sdenv image`: lock splitting, Dockerfile rendering, target checks, transport.
+
+The builds themselves run against a real engine in test_image_docker.py (marker `docker`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from sdenv import image as im
+from sdenv.cli import main
+from sdenv.lockfile import Pin, make_lockfile
+from sdenv.spec import load_spec
+
+H = "sha256:" + "a" * 64
+
+
+def _lock(*names: str) -> object:
+    return make_lockfile(
+        [("env", "sd35-fp8-cu121"), ("python", "3.11")],
+        [Pin(n, "1.0", (H,)) for n in names],
+    )
+
+
+def test_split_lock_puts_cuda_torch_and_rest_in_their_layers() -> None:
+    lock = _lock(
+        "torch", "triton", "nvidia-cublas-cu12", "cuda-bindings", "diffusers", "rich", "sdenv"
+    )
+    parts = im.split_lock(lock)  # type: ignore[arg-type]
+    assert [p.name for p in parts.cuda] == ["cuda-bindings", "nvidia-cublas-cu12"]
+    assert [p.name for p in parts.torch] == ["torch", "triton"]
+    # sdenv comes from the wheel of this checkout, never from the lock.
+    assert [p.name for p in parts.rest] == ["diffusers", "rich"]
+
+
+def test_a_small_pin_change_leaves_cuda_and_torch_parts_byte_identical() -> None:
+    before = im.split_lock(_lock("torch", "nvidia-cublas-cu12", "diffusers"))  # type: ignore[arg-type]
+    after_lock = make_lockfile(
+        [],
+        [
+            Pin("torch", "1.0", (H,)),
+            Pin("nvidia-cublas-cu12", "1.0", (H,)),
+            Pin("diffusers", "2.0", (H,)),
+        ],
+    )
+    after = im.split_lock(after_lock)
+    assert im.render_requirements(before.cuda) == im.render_requirements(after.cuda)
+    assert im.render_requirements(before.torch) == im.render_requirements(after.torch)
+    assert im.render_requirements(before.rest) != im.render_requirements(after.rest)
+    assert before.cuda_sha256 == after.cuda_sha256
+
+
+def test_render_requirements_is_pip_hash_mode_syntax() -> None:
+    text = im.render_requirements([Pin("torch", "2.4.1", (H, "sha256:" + "b" * 64))])
+    assert text == f"torch==2.4.1 --hash={H} --hash=sha256:{'b' * 64}\n"
+    assert im.render_requirements([]) == ""
+
+
+def test_templates_fill_every_placeholder() -> None:
+    base = im.render_template(
+        "base.Dockerfile", {"BASE_IMAGE": "sdenv/base:bookworm", "TRANSPORT": "x", "LABELS": "a=b"}
+    )
+    assert "@" not in base.replace("@ signs", "")
+    assert base.splitlines()[4] == "FROM sdenv/base:bookworm"
+    assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in base
+    assert "NVIDIA_VISIBLE_DEVICES=all" in base
+    values = {
+        "CUDA_BASE": "c",
+        "TRANSPORT": "t",
+        "WHEEL": "sdenv-0.1.0-py3-none-any.whl",
+        "LOCK_NAME": "l.txt",
+        "ENV": "e",
+        "PYTHON": "3.11",
+        "LABELS": "a=b",
+    }
+    app = im.render_template("app.Dockerfile", values)
+    lines = [ln for ln in app.splitlines() if ln and not ln.startswith("#")]
+    runs = [ln for ln in lines if ln.startswith("RUN ")]
+    # torch before the rest before sdenv: the heavy stable layer is reused by small pin changes.
+    assert [r.rsplit("/", 1)[1] for r in runs] == ["torch.txt", "rest.txt", "sdenv.txt"]
+    assert 'ENTRYPOINT ["sdenv"]' in lines and 'CMD ["verify"]' in lines
+    assert "USER sdenv" in lines
+    # No secret-bearing build argument: only the transport address is an ARG.
+    assert [ln for ln in lines if ln.startswith("ARG ")] == ["ARG SDENV_TRANSPORT=t"]
+
+
+def test_template_and_values_out_of_step_is_an_error() -> None:
+    with pytest.raises(im.ImageError, match=r"placeholders \['LABELS'\] have no value"):
+        im.render_template("base.Dockerfile", {"BASE_IMAGE": "b", "TRANSPORT": "t"})
+
+
+def test_labels_render_as_one_quoted_instruction() -> None:
+    text = im.render_labels({"b": 'say "hi"', "a": "x >= 1"})
+    assert text == '"a"="x >= 1" \\\n    "b"="say \\"hi\\""'
+
+
+def test_tags_and_slugs() -> None:
+    assert im.os_slug("sdenv/base:bookworm") == "bookworm"
+    assert im.os_slug("python:3.11-slim-bookworm") == "python-3.11-slim-bookworm"
+    spec = load_spec("sd35-fp8-cu121")
+    parts = im.split_lock(_lock("nvidia-cublas-cu12"))  # type: ignore[arg-type]
+    tag = im.cuda_base_tag(spec, "3.11", "sdenv/base:bookworm", parts)
+    assert tag == f"sdenv/cuda-base:cu121-py3.11-bookworm-{parts.cuda_sha256[:8]}"
+    target = spec.targets[1]
+    assert im.app_tags(target, "f" * 64) == (
+        "sdenv/sd35-fp8-cu121:py3.11",
+        "sdenv/sd35-fp8-cu121:py3.11-ffffffffffff",
+    )
+
+
+def test_app_labels_carry_env_lock_torch_cuda_python_fp8() -> None:
+    spec = load_spec("sd35-fp8-cu121")
+    lock = make_lockfile([], [Pin("torch", "2.4.1", (H,))])
+    labels = im.app_labels(spec, spec.targets[1], lock, "d" * 64, "sdenv/base:bookworm")
+    assert labels["io.sdenv.env"] == "sd35-fp8-cu121"
+    assert labels["io.sdenv.lock.sha256"] == "d" * 64
+    assert labels["io.sdenv.torch"] == "2.4.1"
+    assert labels["io.sdenv.cuda"] == "cu121"
+    assert labels["io.sdenv.python"] == "3.11"
+    assert labels["io.sdenv.fp8"] == "auto"
+    assert labels["org.opencontainers.image.base.name"] == "sdenv/base:bookworm"
+
+
+def test_python_of_the_base_must_match_the_target() -> None:
+    spec = load_spec("sd35-fp8-cu121")
+    assert im.resolve_target(spec, None, "3.11", "b").python == "3.11"
+    with pytest.raises(im.PythonMismatch, match=r"base image b has Python 3.11 .* needs 3.10"):
+        im.resolve_target(spec, "3.10", "3.11", "b")
+    with pytest.raises(Exception, match=r"3.12 is not a Python of env sd35-fp8-cu121"):
+        im.resolve_target(spec, "3.12", "3.12", "b")
+
+
+def test_a_lock_from_another_spec_version_is_stale() -> None:
+    spec = load_spec("sd35-fp8-cu121")
+    im.check_lock_fresh(spec, make_lockfile([("spec-sha256", spec.sha256)], []))
+    with pytest.raises(im.LockStale, match="stale, made from another version of"):
+        im.check_lock_fresh(spec, make_lockfile([("spec-sha256", "0" * 64)], []))
+
+
+def test_smoke_failure_classification_prefers_the_report() -> None:
+    report = {
+        "status": "fail",
+        "checks": [
+            {"name": "import torch", "status": "pass"},
+            {
+                "name": "import diffusers",
+                "status": "fail",
+                "classification": "api-mismatch",
+                "message": "module 'torch' has no attribute 'accelerator'",
+            },
+        ],
+    }
+    assert im.classify_smoke_failure(report, "", 1) == (
+        "import diffusers: api-mismatch module 'torch' has no attribute 'accelerator'"
+    )
+    assert im.classify_smoke_failure({"failure": "torch-missing"}, "", 1) == "torch-missing"
+    assert im.classify_smoke_failure(None, "a\nboom\n", 2) == "exit 2: boom"
+    assert im.classify_smoke_failure(None, "", 137) == "exit 137, no output"
+
+
+def test_transport_is_served_on_localhost_and_only_while_building(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
+    transport = im.Transport(ca, "https://u:tok@idx.example/simple", ("https://b.example/s",))
+    with im.serve_transport(transport) as addr:
+        assert addr.startswith("127.0.0.1:")
+        got = urllib.request.urlopen(f"http://{addr}/ca.pem", timeout=5).read()
+        assert got == ca.read_bytes()
+        conf = urllib.request.urlopen(f"http://{addr}/pip.conf", timeout=5).read().decode()
+        assert "index-url = https://u:tok@idx.example/simple" in conf
+        assert "extra-index-url = https://b.example/s" in conf
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"http://{addr}/etc/passwd", timeout=5)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://{addr}/ca.pem", timeout=2)
+
+
+def test_spec_indexes_are_the_default_transport() -> None:
+    spec = load_spec("sd35-fp8-cu121")
+    t = im.Transport().with_spec_indexes(spec)
+    assert t.index_url == "https://pypi.org/simple"
+    given = im.Transport(index_url="http://127.0.0.1:1/simple")
+    assert given.with_spec_indexes(spec) is given
+
+
+def test_install_helper_skips_an_empty_part(tmp_path: Path) -> None:
+    req = tmp_path / "empty.txt"
+    req.write_text("# nothing\n\n")
+    proc = subprocess.run(
+        [sys.executable, str(im._DOCKER_DIR / "sdenv-install"), str(req)],
+        capture_output=True,
+        text=True,
+        env={"SDENV_TRANSPORT": ""},
+        check=False,
+    )
+    assert proc.returncode == 0
+    assert "pins nothing; skipped" in proc.stdout
+
+
+def test_no_engine_is_one_line_and_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    sock = tmp_path / "none.sock"
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{sock}")
+    assert main(["image", "build"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert f"Docker engine not reachable at unix://{sock}" in lines[0]
+    assert "start it with `scripts/docker-engine.sh start`" in lines[0]
+
+
+def test_missing_ca_bundle_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["image", "build", "--ca-bundle", str(tmp_path / "nope.pem")]) == 2
+    assert "--ca-bundle" in capsys.readouterr().err
