@@ -28,6 +28,7 @@ import os
 import struct
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -422,9 +423,15 @@ def load_pipeline(
     dlogging.set_verbosity_error()
     t = time.perf_counter()
     try:
-        pipe = pipeline_cls.from_pretrained(
-            str(model_dir), torch_dtype=torch.bfloat16, use_safetensors=True, local_files_only=True
-        )
+        with warnings.catch_warnings():
+            # diffusers >= 0.36 renames torch_dtype to dtype; older ones (the locks) know only this.
+            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+            pipe = pipeline_cls.from_pretrained(
+                str(model_dir),
+                torch_dtype=torch.bfloat16,
+                use_safetensors=True,
+                local_files_only=True,
+            )
     except (OSError, ValueError) as exc:
         raise GenerateError(f"{model_dir}: loading failed: {exc}") from None
     pipe.set_progress_bar_config(disable=True)

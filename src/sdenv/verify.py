@@ -32,6 +32,7 @@ from sdenv.errors import SdenvError
 
 DEFAULT_LOCK = Path("lockfiles/sd35-fp8-cu121-py3.11-linux_x86_64.txt")
 PARTS = ("probe", "drift", "smoke", "model")
+NO_TORCH = "torch is not installed: the model check cannot run"
 
 
 @dataclass
@@ -234,13 +235,17 @@ def smoke_part(python: str | None, *, gpu: bool | None, timeout: float) -> Part:
 
 
 def model_mode(probe_report: dict[str, Any]) -> tuple[str | None, str]:
-    """The mode the model check runs in, and why: the probe's, or emulated on a CPU-only box."""
+    """The mode the model check runs in, and why: the probe's, or emulated on a CPU-only box.
+
+    ``None`` means it cannot run; the reason says whether that is a skip (no GPU and no float8
+    in torch) or a failure (no torch at all: the environment is broken).
+    """
     mode = probe_report.get("fp8_mode") or "off"
     if mode != "off" or probe_report.get("gpus"):
         return mode, f"probe: {probe_report.get('fp8_mode_reason', mode)}"
     torch_facts = (probe_report.get("facts") or {}).get("torch") or {}
     if not torch_facts.get("installed"):
-        return None, "torch is not installed: the model check cannot run"
+        return None, NO_TORCH
     if "float8_e4m3fn" in (torch_facts.get("float8_dtypes") or []):
         return "emulated", "no GPU: the FP8 emulated path (float8 storage, bf16 compute) on CPU"
     return None, f"no GPU and torch {torch_facts.get('version')} has no float8_e4m3fn"
@@ -250,7 +255,7 @@ def model_part(
     python: str, mode: str | None, why: str, model: Path | None, *, timeout: float
 ) -> Part:
     if mode is None:
-        return Part("model", "skip", reasons=[why])
+        return Part("model", "fail" if why == NO_TORCH else "skip", reasons=[why])
     from sdenv.generate import parse_check_output
 
     args = ["-m", "sdenv.generate", "check", "--mode", mode]

@@ -1,0 +1,169 @@
+"""The deployment loader on a real tiny SD3.5 pipeline, made here, run on CPU (off, emulated)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("diffusers")
+pytest.importorskip("tokenizers")
+
+from sdenv.cli import main
+from sdenv.generate import (
+    Fp8Unavailable,
+    InsufficientMemory,
+    ModelLayoutError,
+    PickleRefused,
+    check_memory,
+    check_model_dir,
+    generate,
+    load_pipeline,
+    plan_memory,
+    resolve_mode,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sdenv.tinymodel import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sd3")
+
+
+@pytest.fixture
+def copy(tiny: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "model"
+    shutil.copytree(tiny, dest)
+    return dest
+
+
+def test_tiny_model_has_sd35_layout_and_classes(tiny: Path) -> None:
+    index = json.loads((tiny / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusion3Pipeline"
+    assert index["transformer"] == ["diffusers", "SD3Transformer2DModel"]
+    assert index["text_encoder"][1] == index["text_encoder_2"][1] == "CLIPTextModelWithProjection"
+    assert index["text_encoder_3"][1] == "T5EncoderModel"
+    cfg = json.loads((tiny / "transformer" / "config.json").read_text())
+    assert cfg["qk_norm"] == "rms_norm" and cfg["dual_attention_layers"] == [0]
+    assert json.loads((tiny / "vae" / "config.json").read_text())["latent_channels"] == 16
+    assert not list(tiny.rglob("*.bin")) and list(tiny.rglob("*.safetensors"))
+    layout = check_model_dir(tiny)
+    assert set(layout.components) == {
+        "transformer",
+        "vae",
+        "text_encoder",
+        "text_encoder_2",
+        "text_encoder_3",
+    }
+    # Real tokenizers: the prompt is split into known pieces, not unknown tokens.
+    from transformers import AutoTokenizer
+
+    clip = AutoTokenizer.from_pretrained(str(tiny / "tokenizer"))
+    ids = clip("a photograph of an astronaut")["input_ids"]
+    assert ids[0] == clip.bos_token_id and ids[-1] == clip.eos_token_id
+    assert clip.unk_token_id not in ids[1:-1]
+    t5 = AutoTokenizer.from_pretrained(str(tiny / "tokenizer_3"))
+    t5_ids = t5("a photograph of an astronaut")["input_ids"]
+    assert t5_ids[-1] == 1 and t5.unk_token_id not in t5_ids
+
+
+def test_pickle_checkpoint_refused_before_loading(copy: Path, tmp_path: Path) -> None:
+    (copy / "transformer" / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04pickle")
+    out = tmp_path / "x.png"
+    with pytest.raises(PickleRefused, match=r"diffusion_pytorch_model\.bin: pickle checkpoint"):
+        generate(copy, "a cat", out, mode="off", steps=1)
+    assert not out.exists()
+    # The CLI: one line naming the file, usage exit code.
+    assert main(["generate", "--model", str(copy), "--prompt", "a", "--out", str(out)]) == 2
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (lambda m: (m / "model_index.json").unlink(), r"model_index\.json: missing"),
+        (lambda m: shutil.rmtree(m / "vae"), r"vae: missing component directory"),
+        (lambda m: (m / "vae" / "config.json").unlink(), r"vae/config\.json: missing"),
+        (
+            lambda m: next((m / "transformer").glob("*.safetensors")).unlink(),
+            r"transformer: no \.safetensors weights",
+        ),
+        (
+            lambda m: (m / "tokenizer_3" / "tokenizer.json").unlink(),
+            r"tokenizer_3: no tokenizer files",
+        ),
+    ],
+)
+def test_layout_errors_name_the_file(copy: Path, breakage: object, message: str) -> None:
+    breakage(copy)  # type: ignore[operator]
+    with pytest.raises(ModelLayoutError, match=message):
+        check_model_dir(copy)
+
+
+def test_truncated_weights_and_missing_shard(copy: Path) -> None:
+    weights = next((copy / "vae").glob("*.safetensors"))
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])  # an interrupted download
+    with pytest.raises(ModelLayoutError, match=r"truncated .* download it again"):
+        check_model_dir(copy)
+    weights.write_bytes(data)
+    index = {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002.st"}}
+    (copy / "text_encoder_3" / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelLayoutError, match="missing shard"):
+        check_model_dir(copy)
+
+
+def test_memory_checked_before_the_load(tiny: Path) -> None:
+    layout = check_model_dir(tiny)
+    off, fp8 = plan_memory(layout, "off"), plan_memory(layout, "emulated")
+    assert off.weights_bytes == 2 * layout.total_params()
+    assert fp8.weights_bytes < off.weights_bytes  # transformer matrices in one byte
+    check_memory(off, off.needed_bytes, "cuda")
+    with pytest.raises(InsufficientMemory, match=r"try --fp8 native or --fp8 emulated"):
+        check_memory(off, off.needed_bytes - 1, "cuda")
+    with pytest.raises(InsufficientMemory, match=r"GiB free"):
+        load_pipeline(tiny, "off", available_bytes=1 << 20)
+
+
+def test_modes_resolve_and_native_needs_a_gpu(tiny: Path) -> None:
+    assert resolve_mode("auto", lambda: "emulated") == "emulated"
+    assert resolve_mode("off") == "off"
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(Fp8Unavailable, match="compute capability >= 8.9"):
+            load_pipeline(tiny, "native")
+
+
+@pytest.mark.parametrize("mode", ["off", "emulated"])
+def test_generate_writes_png_with_metadata(tiny: Path, tmp_path: Path, mode: str) -> None:
+    from PIL import Image
+
+    out = tmp_path / f"{mode}.png"
+    result = generate(tiny, "a red fox", out, mode=mode, steps=2, seed=7)
+    assert result.finite and result.mode == mode
+    fp8 = result.fp8
+    if mode == "emulated":
+        # Every attention/MLP matrix of the blocks is stored in float8_e4m3fn.
+        assert fp8["block_linears"] > 0 and fp8["block_linears_fp8"] == fp8["block_linears"]
+    else:
+        assert fp8["fp8_linear_layers"] == 0
+    assert result.fp8_ok()
+    img = Image.open(out)
+    assert img.size == (64, 64)
+    meta = img.text  # type: ignore[attr-defined]
+    assert meta["prompt"] == "a red fox" and meta["seed"] == "7" and meta["steps"] == "2"
+    assert meta["fp8_mode"] == mode
+    assert len(json.loads(meta["timings"])["steps_s"]) == 2
+
+
+def test_generate_cli_json(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli.png"
+    argv = ["generate", "--model", str(tiny), "--prompt", "a boat", "--steps", "1"]
+    assert main([*argv, "--fp8", "off", "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["image"] == str(out) and summary["mode"] == "off" and out.exists()
+    assert main([*argv, "--fp8", "off", "--out", str(tmp_path / "x.jpg")]) == 2

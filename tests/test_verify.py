@@ -1,0 +1,105 @@
+"""`sdenv verify`: the verdict rules, the model-check mode, and whole runs on small real venvs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_drift import DEMO, _lock, _site_file, _venv, wheels  # noqa: F401 (fixture)
+
+from sdenv.cli import main
+from sdenv.verify import NO_TORCH, Part, model_mode, verdict, verify
+
+
+def _parts(*statuses: tuple[str, str]) -> list[Part]:
+    return [Part(name, status, reasons=[f"{name} {status}"]) for name, status in statuses]
+
+
+def test_verdict_required_parts_and_skips() -> None:
+    ok_parts = _parts(("probe", "pass"), ("drift", "pass"), ("smoke", "pass"), ("model", "pass"))
+    assert verdict(ok_parts, fail_on_skip=True) == (True, [])
+
+    cpu = _parts(("probe", "skip"), ("drift", "pass"), ("smoke", "pass"), ("model", "pass"))
+    assert verdict(cpu, fail_on_skip=False)[0]
+    ok, failed = verdict(cpu, fail_on_skip=True)
+    assert not ok and failed == ["probe: skipped (probe skip) and --fail-on-skip is set"]
+
+    # A passing part with skipped sub-checks (smoke's GPU checks on CPU) counts as a skip.
+    cpu[2].skipped = ["scaled-mm"]
+    assert verdict(cpu, fail_on_skip=True)[1][-1] == "smoke: sub-checks skipped (scaled-mm)"
+
+    # A part that is not required (drift with --no-lock) never fails the verdict.
+    nolock = [Part("drift", "skip", required=False, reasons=["no lock"])]
+    assert verdict(nolock, fail_on_skip=True) == (True, [])
+
+    bad = _parts(("probe", "pass"), ("drift", "fail"), ("model", "fail"))
+    assert verdict(bad, fail_on_skip=False) == (False, ["drift: drift fail", "model: model fail"])
+
+
+def _probe(mode: str, gpus: list[Any], torch: dict[str, Any] | None) -> dict[str, Any]:
+    return {"fp8_mode": mode, "fp8_mode_reason": "r", "gpus": gpus, "facts": {"torch": torch}}
+
+
+def test_model_mode_follows_probe_and_falls_back_to_emulated_on_cpu() -> None:
+    h200 = [{"index": 0, "name": "NVIDIA H200", "cc": "9.0", "fp8": {"verdict": "native"}}]
+    assert model_mode(_probe("native", h200, {"installed": True}))[0] == "native"
+    a100 = [{"index": 0, "name": "A100", "cc": "8.0", "fp8": {"verdict": "emulated"}}]
+    assert model_mode(_probe("emulated", a100, {"installed": True}))[0] == "emulated"
+    cpu_torch = {"installed": True, "version": "2.4.1", "float8_dtypes": ["float8_e4m3fn"]}
+    mode, why = model_mode(_probe("off", [], cpu_torch))
+    assert mode == "emulated" and why.startswith("no GPU")
+    old_torch = {"installed": True, "version": "2.0.1", "float8_dtypes": []}
+    assert model_mode(_probe("off", [], old_torch)) == (
+        None,
+        "no GPU and torch 2.0.1 has no float8_e4m3fn",
+    )
+    assert model_mode(_probe("off", [], {"installed": False})) == (None, NO_TORCH)
+
+
+def test_verify_small_venv_reports_every_reason(tmp_path: Path, wheels: Path) -> None:  # noqa: F811
+    """A real venv without torch: drift is checked; smoke and model fail for the missing torch."""
+    py = _venv(tmp_path / "v", wheels, f"{DEMO}==1.0")
+    lock = _lock(tmp_path, wheels, **{DEMO: "1.0"})
+    result = verify(python=py, lock=lock)
+    parts = {p.name: p for p in result.parts}
+    assert [p.name for p in result.parts] == ["probe", "drift", "smoke", "model"]
+    assert parts["drift"].status == "pass", parts["drift"].reasons
+    assert parts["smoke"].status == "fail" and "torch" in parts["smoke"].summary
+    assert parts["model"].status == "fail" and parts["model"].summary == NO_TORCH
+    assert not result.ok and result.verdict == "fail"
+
+    # Tamper with a file: drift now fails too, naming package and file.
+    init = _site_file(py, "drift_demo/__init__.py")
+    init.write_text(init.read_text() + "EVIL = 1\n")
+    result = verify(python=py, lock=lock)
+    drift = next(p for p in result.parts if p.name == "drift")
+    assert drift.status == "fail"
+    assert "sdenv-drift-demo==1.0: 1 file(s) modified, e.g. drift_demo/__init__.py" in drift.summary
+    assert any(f.startswith("drift: files differ from RECORD") for f in result.failed)
+
+
+def test_verify_cli_swapped_version_json(
+    tmp_path: Path,
+    wheels: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    py = _venv(tmp_path / "v", wheels, f"{DEMO}==2.0")
+    lock = _lock(tmp_path, wheels, **{DEMO: "1.0"})
+    code = main(["verify", "--python", str(py), "--lock", str(lock), "--json"])
+    assert code == 1
+    result = json.loads(capsys.readouterr().out)
+    drift = next(p for p in result["parts"] if p["name"] == "drift")
+    assert drift["status"] == "fail"
+    assert drift["reasons"][0].startswith(f"other versions: {DEMO} 2.0 (lock 1.0)")
+    assert drift["detail"]["versions"] == [{"name": DEMO, "locked": "1.0", "installed": "2.0"}]
+
+
+def test_verify_missing_lock_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.txt"
+    assert main(["verify", "--lock", str(missing)]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line == f"sdenv: error: {missing}: no such lockfile; create it with `sdenv lock`"
