@@ -340,3 +340,17 @@ def test_shipped_example_ignore_file_is_valid(repo: Path) -> None:
     # The same file the day after its entry's date: expired, reported, not applied.
     later = audit.load_ignore_file(example, today=dt.date(2027, 4, 1))
     assert later.active == () and len(later.expired) == 1
+
+
+def test_check_fixes_without_relock(repo: Path, tmp_path: Path) -> None:
+    """Bumps the spec excludes are not re-locked; locks given by path have no spec to check."""
+    spec = load_spec("sd35-fp8-cu121", repo / "envs")
+    lock = write_lock(tmp_path / "sd35-fp8-cu121-py3.11-linux_x86_64.txt", {"diffusers": "0.30.0"})
+    fix = audit.FixProposal("diffusers", "0.30.0", "0.30.3", ("PYSEC-9",), (lock.stem,))
+    by_env = audit.check_fixes([fix], [audit.LockTarget(lock, spec, spec.targets[1])], tmp_path)
+    (c,) = by_env.checks
+    assert (c.env, c.spec_status, c.lock_status) == ("sd35-fp8-cu121", "fail", "skip")
+    assert "diffusers>=0.31 excludes 0.30.3" in c.spec_note
+    assert by_env.sets == ()
+    by_path = audit.check_fixes([fix], [audit.LockTarget(lock)], tmp_path)
+    assert [(c.spec_status, c.lock_status) for c in by_path.checks] == [("skip", "skip")]

@@ -471,8 +471,9 @@ def _propose_fixes(
 
 @dataclass(frozen=True)
 class FixCheck:
-    """Whether a proposed bump fits: the env spec's specifiers, then a real re-lock."""
+    """Whether one proposed bump fits its env: the spec's specifiers, then a real re-lock."""
 
+    env: str
     package: str
     version: str
     proposed: str | None
@@ -480,7 +481,23 @@ class FixCheck:
     spec_note: str
     lock_status: str  # ok | fail | skip
     lock_note: str
-    command: str  # what applies the bump
+
+
+@dataclass(frozen=True)
+class SetCheck:
+    """The bumps of one env that fit on their own, re-locked together: the set must hold too."""
+
+    env: str
+    pins: tuple[str, ...]
+    lock_status: str
+    lock_note: str
+    command: str  # applies the set; "" when it does not re-lock
+
+
+@dataclass(frozen=True)
+class FixPlan:
+    checks: tuple[FixCheck, ...] = ()
+    sets: tuple[SetCheck, ...] = ()
 
 
 def spec_allows(spec: EnvSpec, name: str, version: str) -> tuple[str, str]:
@@ -489,89 +506,79 @@ def spec_allows(spec: EnvSpec, name: str, version: str) -> tuple[str, str]:
 
     parts = [s for s in (spec.requirements.get(name), spec.constraints.get(name)) if s]
     if not parts:
-        return "ok", f"{spec.name}: not constrained by the spec"
+        return "ok", "not constrained by the spec"
     wanted = SpecifierSet(",".join(parts))
     if wanted.contains(Version(version), prereleases=True):
-        return "ok", f"{spec.name}: {name}{wanted} allows it"
-    return "fail", f"{spec.name}: {name}{wanted} excludes {version}; widen envs/{spec.name}.toml"
+        return "ok", f"{name}{wanted} allows it"
+    return "fail", f"{name}{wanted} excludes {version}; widen envs/{spec.name}.toml"
 
 
 def check_fixes(
     fixes: Sequence[FixProposal],
     targets: Sequence[LockTarget],
     lock_dir: Path = Path("lockfiles"),
-) -> tuple[FixCheck, ...]:
-    """Check each proposal against the specs of the locks it appears in, and re-lock each env
-    with all its bumps at once (the bumped *set* must resolve and pass the compat rules)."""
+) -> FixPlan:
+    """Check each proposal in each env whose locks pin it: against the env spec, then by a dry-run
+    re-lock with that one bump (so a failure names its bump); then re-lock each env with all of
+    its bumps that passed (the bumped *set* must resolve and pass the compat rules as well)."""
     by_label = {t.label: t for t in targets}
-    specs: dict[str, EnvSpec] = {}
-    upgrades: dict[str, list[str]] = {}
-    for fix in fixes:
-        for label in fix.locks:
-            t = by_label.get(label)
-            if t is not None and t.spec is not None:
-                specs[t.spec.name] = t.spec
-                if fix.proposed:
-                    pin = f"{fix.package}=={fix.proposed}"
-                    if pin not in upgrades.setdefault(t.spec.name, []):
-                        upgrades[t.spec.name].append(pin)
-    relocked = {env: relock_with(specs[env], pins, lock_dir) for env, pins in upgrades.items()}
-
     checks: list[FixCheck] = []
+    passed: dict[str, list[str]] = {}
+    specs: dict[str, EnvSpec] = {}
     for fix in fixes:
-        envs = sorted(
-            {
-                by_label[label].spec.name  # type: ignore[union-attr]
-                for label in fix.locks
-                if label in by_label and by_label[label].spec is not None
-            }
-        )
-        if fix.proposed is None:
+        envs = {
+            t.spec.name: t.spec
+            for t in (by_label.get(label) for label in fix.locks)
+            if t is not None and t.spec is not None
+        }
+        specs.update(envs)
+        if not envs:
+            envs_note = "lock given by path (--lock): no env spec; audit by ENV name to re-lock"
             checks.append(
-                FixCheck(fix.package, fix.version, None, "skip", fix.note, "skip", "", "")
+                FixCheck("-", fix.package, fix.version, fix.proposed, "skip", envs_note, "skip", "")
             )
             continue
-        if not envs:
+        for env, spec in sorted(envs.items()):
+            if fix.proposed is None:
+                checks.append(
+                    FixCheck(env, fix.package, fix.version, None, "skip", fix.note, "skip", "")
+                )
+                continue
+            spec_status, spec_note = spec_allows(spec, fix.package, fix.proposed)
+            pin = f"{fix.package}=={fix.proposed}"
+            if spec_status == "fail":
+                lock_status, lock_note = "skip", "the spec excludes it"
+            else:
+                lock_status, lock_note = relock_with(spec, [pin], lock_dir)
             checks.append(
                 FixCheck(
+                    env,
                     fix.package,
                     fix.version,
                     fix.proposed,
-                    "skip",
-                    "lock given by path: no env spec to check against",
-                    "skip",
-                    "audit by ENV name to re-lock",
-                    "",
+                    spec_status,
+                    spec_note,
+                    lock_status,
+                    lock_note,
                 )
             )
-            continue
-        spec_results = [spec_allows(specs[env], fix.package, fix.proposed) for env in envs]
-        spec_status = "fail" if any(s == "fail" for s, _ in spec_results) else "ok"
-        lock_results = [relocked[env] for env in envs]
-        lock_status = (
-            "fail"
-            if any(s == "fail" for s, _ in lock_results)
-            else "skip"
-            if all(s == "skip" for s, _ in lock_results)
-            else "ok"
+            if spec_status == "ok" and lock_status == "ok":
+                passed.setdefault(env, []).append(pin)
+
+    sets: list[SetCheck] = []
+    for env, pins in sorted(passed.items()):
+        if len(pins) == 1:
+            (one,) = [c for c in checks if c.env == env and f"{c.package}=={c.proposed}" in pins]
+            status, note = one.lock_status, one.lock_note
+        else:
+            status, note = relock_with(specs[env], pins, lock_dir)
+        command = (
+            f"sdenv lock {env} " + " ".join(f"--upgrade-package {p}" for p in pins)
+            if status == "ok"
+            else ""
         )
-        commands = [
-            f"sdenv lock {env} " + " ".join(f"--upgrade-package {p}" for p in upgrades[env])
-            for env in envs
-        ]
-        checks.append(
-            FixCheck(
-                fix.package,
-                fix.version,
-                fix.proposed,
-                spec_status,
-                "; ".join(n for _, n in spec_results),
-                lock_status,
-                "; ".join(n for _, n in lock_results),
-                " && ".join(commands),
-            )
-        )
-    return tuple(checks)
+        sets.append(SetCheck(env, tuple(pins), status, note, command))
+    return FixPlan(tuple(checks), tuple(sets))
 
 
 def relock_with(spec: EnvSpec, pins: Sequence[str], lock_dir: Path) -> tuple[str, str]:

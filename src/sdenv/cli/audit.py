@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from sdenv import audit as core
@@ -82,17 +83,19 @@ def run(args: argparse.Namespace) -> int:
         fix=args.fix,
         timeout=args.timeout,
     )
-    checks: tuple[core.FixCheck, ...] = ()
+    plan = core.FixPlan()
     if args.fix and report.fixes:
-        checks = core.check_fixes(report.fixes, targets, lock_dir=args.lock_dir)
+        if not args.json:
+            err.print(f"checking {len(report.fixes)} proposed bump(s) with dry-run re-locks…")
+        plan = core.check_fixes(report.fixes, targets, lock_dir=args.lock_dir)
     if args.json:
-        print_json({"report": report, "fix_checks": checks, "exit_code": report.exit_code})
+        print_json({"report": report, "fix_plan": plan, "exit_code": report.exit_code})
     else:
-        _render(report, checks)
+        _render(report, plan)
     return report.exit_code
 
 
-def _render(report: core.AuditReport, checks: tuple[core.FixCheck, ...]) -> None:
+def _render(report: core.AuditReport, plan: core.FixPlan) -> None:
     for rule in report.expired_ignores:
         err.print(
             f"[yellow]warning:[/] {report.ignore_file}: ignore of {rule.id} expired on "
@@ -107,7 +110,9 @@ def _render(report: core.AuditReport, checks: tuple[core.FixCheck, ...]) -> None
         for f in report.findings:
             status = "ignored" if f.ignored else "vulnerable"
             note = (
-                f"{status} ({f.ignored.reason}; until {f.ignored.expires})" if f.ignored else status
+                f"{status} ({escape(f.ignored.reason)}; until {f.ignored.expires})"
+                if f.ignored
+                else status
             )
             version = f.version
             if f.audited_version != f.version:
@@ -128,26 +133,39 @@ def _render(report: core.AuditReport, checks: tuple[core.FixCheck, ...]) -> None
         for col in ("package", "version", "reason", "locks"):
             table.add_column(col)
         for u in report.unaudited:
-            table.add_row(u.package, u.version, u.reason, "\n".join(u.locks), style="yellow")
+            table.add_row(
+                u.package, u.version, escape(u.reason), "\n".join(u.locks), style="yellow"
+            )
         out.print(table)
     if report.fixes:
         table = Table(title="Proposed fixes", title_justify="left")
-        for col in ("package", "from", "to", "clears", "spec", "re-lock"):
+        for col in ("package", "from", "to", "clears", "env", "spec", "re-lock (dry run)"):
             table.add_column(col)
-        by_key = {(c.package, c.version): c for c in checks}
         for p in report.fixes:
-            check = by_key.get((p.package, p.version))
-            table.add_row(
-                p.package,
-                p.version,
-                p.proposed or f"no fix ({p.note})",
-                ", ".join(p.clears),
-                _cell(check.spec_status, check.spec_note) if check else "-",
-                _cell(check.lock_status, check.lock_note) if check else "-",
-            )
+            rows: list[core.FixCheck | None] = [
+                c for c in plan.checks if (c.package, c.version) == (p.package, p.version)
+            ]
+            for c in rows or [None]:
+                table.add_row(
+                    p.package,
+                    p.version,
+                    p.proposed or f"no fix: {escape(p.note)}",
+                    ", ".join(p.clears),
+                    c.env if c else "-",
+                    _cell(c.spec_status, c.spec_note) if c else "-",
+                    _cell(c.lock_status, c.lock_note) if c else "-",
+                )
         out.print(table)
-        for cmd in dict.fromkeys(c.command for c in checks if c.command):
-            out.print(f"apply with: {cmd}", highlight=False, markup=False)
+        for s in plan.sets:
+            if s.command:
+                out.print(f"apply with: {s.command}", highlight=False, markup=False)
+            elif len(s.pins) > 1:
+                out.print(
+                    f"{s.env}: the bumps pass one by one but not together: {s.lock_note}",
+                    style=status_style("fail"),
+                    highlight=False,
+                    markup=False,
+                )
     active = len(report.active)
     ignored = len(report.findings) - active
     line = (
@@ -162,4 +180,5 @@ def _render(report: core.AuditReport, checks: tuple[core.FixCheck, ...]) -> None
 
 
 def _cell(status: str, note: str) -> str:
-    return f"[{status_style(status)}]{status}[/]" + (f": {note}" if note else "")
+    # Notes quote specifiers and resolver output: escape them so '[' is not read as markup.
+    return f"[{status_style(status)}]{status}[/]" + (f": {escape(note)}" if note else "")
