@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from sdenv.drift import Inventory, InstalledDist, check_drift, compare, take_inventory
+from sdenv.drift import InstalledDist, Inventory, check_drift, compare, take_inventory
 from sdenv.lockfile import Pin, make_lockfile, read_lockfile, write_lockfile
 from sdenv.venv import install, run_uv
 
 DEMO = "sdenv-drift-demo"
+_PIP_WHEEL = [sys.executable, "-m", "pip", "wheel", "-q", "--isolated", "--no-build-isolation"]
+_PIP_WHEEL += ["--no-deps"]
 EXTRA = "sdenv-drift-extra"
 
 
@@ -44,8 +46,7 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Two calls: one pip call refuses two versions of one project.
     for batch in (srcs[::2], srcs[1:2]):
         subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "-q", "--isolated", "--no-build-isolation"]
-            + ["--no-deps", "-w", str(out), *map(str, batch)],
+            [*_PIP_WHEEL, "-w", str(out), *map(str, batch)],
             check=True,
         )
     return out

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_drift import DEMO, _lock, _site_file, _venv, wheels  # noqa: F401 (fixture)
 
 from sdenv.cli import main
 from sdenv.verify import NO_TORCH, Part, model_mode, verdict, verify
+from test_drift import DEMO, _lock, _site_file, _venv, wheels  # noqa: F401 (fixture)
 
 
 def _parts(*statuses: tuple[str, str]) -> list[Part]:
