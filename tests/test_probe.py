@@ -412,3 +412,11 @@ def test_device_facts_types_are_exported_from_probe() -> None:
         assert hasattr(probe, name)
     assert probe.TorchDeviceFacts is TorchDeviceFacts and probe.GpuFacts is GpuFacts
     assert probe.TorchFacts is TorchFacts
+
+
+def test_unreadable_xformers_build_record_warns() -> None:
+    facts = machine("rtx4090")
+    facts.xformers = XformersFacts("0.0.29.post1", error="cpp_lib.json: JSONDecodeError: bad")
+    checks = {c.name: c for c in decide(facts).checks}
+    assert checks["xformers-build"].status == "warn"
+    assert "cpp_lib.json: JSONDecodeError" in checks["xformers-build"].reason

@@ -525,6 +525,8 @@ def box_checks(facts: MachineFacts, gpus: Sequence[GpuFacts]) -> list[Check]:
                         Check("torch-kernel", "fail", _kernel_reason(dev, torch), gpu.index)
                     )
     xf = facts.xformers
+    if xf is not None and xf.error:
+        checks.append(Check("xformers-build", "warn", f"build record unreadable: {xf.error}"))
     if xf is not None:
         if xf.arch_list:
             for gpu in gpus:

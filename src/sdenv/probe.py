@@ -314,21 +314,25 @@ def collect_torch() -> TorchFacts:
     facts.version = str(torch.__version__)
     facts.cuda_build = torch.version.cuda
     facts.float8_dtypes = sorted(n for n in dir(torch) if n.startswith("float8_"))
+    # torch warns (not raises) when a GPU's arch is outside its list, at the first device use;
+    # record warnings over the whole device pass and keep that one as evidence.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         available = bool(torch.cuda.is_available())
-    facts.cuda_available = available
-    # get_arch_list() is [] without a driver; the build's flags still say what it carries.
-    with contextlib.suppress(Exception):
-        flags = torch._C._cuda_getArchFlags() if facts.cuda_build else None
-        facts.arch_list = flags.split() if flags else list(torch.cuda.get_arch_list())
+        facts.cuda_available = available
+        # get_arch_list() is [] without a driver; the build's flags still say what it carries.
+        with contextlib.suppress(Exception):
+            flags = torch._C._cuda_getArchFlags() if facts.cuda_build else None
+            facts.arch_list = flags.split() if flags else list(torch.cuda.get_arch_list())
+        if available:
+            for i in range(torch.cuda.device_count()):
+                try:
+                    facts.devices.append(_device_facts(torch, i))
+                except Exception as exc:
+                    facts.devices.append(
+                        TorchDeviceFacts(i, "?", "0.0", kernel_error=_one_line(exc))
+                    )
     if available:
-        for i in range(torch.cuda.device_count()):
-            try:
-                facts.devices.append(_device_facts(torch, i))
-            except Exception as exc:
-                facts.devices.append(TorchDeviceFacts(i, "?", "0.0", kernel_error=_one_line(exc)))
-        # torch warns (not raises) when a GPU's arch is outside its list; keep that evidence.
         for w in caught:
             if "not compatible" in str(w.message):
                 facts.cuda_error = str(w.message).strip().splitlines()[0]
