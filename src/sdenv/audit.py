@@ -277,11 +277,19 @@ def _cache_dir() -> Path:
 def _make_service(service: str, osv_url: str, timeout: int) -> Any:
     from pip_audit._service import OsvService, PyPIService
 
+    svc: Any
     if service == "osv":
-        return OsvService(cache_dir=_cache_dir(), timeout=timeout, osv_url=osv_url)
-    if service == "pypi":
-        return PyPIService(cache_dir=_cache_dir(), timeout=timeout)
-    raise UsageError(f"--service {service!r}: unknown; choose one of {', '.join(SERVICES)}")
+        svc = OsvService(cache_dir=_cache_dir(), timeout=timeout, osv_url=osv_url)
+    elif service == "pypi":
+        svc = PyPIService(cache_dir=_cache_dir(), timeout=timeout)
+    else:
+        raise UsageError(f"--service {service!r}: unknown; choose one of {', '.join(SERVICES)}")
+    # requests trusts REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE but not SSL_CERT_FILE, which is how an
+    # inspecting proxy's CA is often given; without this, TLS fails and the service is "down".
+    ca = os.environ.get("SSL_CERT_FILE")
+    if ca and not (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")):
+        svc.session.verify = ca
+    return svc
 
 
 class _Unreachable(Exception):
