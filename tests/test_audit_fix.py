@@ -1,16 +1,104 @@
-"""`sdenv audit --fix` end to end: a real lock of the default env (PyPI), a real local OSV server,
-and the lock engine's dry-run re-lock deciding which bumps fit."""
+"""`sdenv audit --fix` end to end: real locks (a local test index, or PyPI), a real local OSV
+server, and the lock engine's dry-run re-lock deciding which bumps fit."""
 
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from osv_server import OsvServer, advisory
+from pypi_index import build_index, sd_stack, serve
 from sdenv.cli import main
 from sdenv.lockfile import read_lockfile
+
+HOST = f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = build_index(sd_stack(), tmp_path_factory.mktemp("wheels"))
+    with serve(root) as url:
+        yield url
+
+
+def write_spec(dest: Path, url: str, diffusers: str) -> Path:
+    path = dest / "demo.toml"
+    path.write_text(
+        "\n".join(
+            [
+                "[env]",
+                'name = "demo"',
+                f'pythons = ["{HOST}"]',
+                'platforms = ["linux_x86_64"]',
+                'cuda = "cu121"',
+                'compute_capabilities = ["8.0", "8.6", "8.9", "9.0"]',
+                "[[indexes]]",
+                'name = "local"',
+                f'url = "{url}"',
+                "[requirements]",
+                'torch = ">=2.4,<2.5"',
+                'xformers = ""',
+                f'diffusers = "{diffusers}"',
+                'transformers = ""',
+            ]
+        )
+        + "\n"
+    )
+    return path
+
+
+def publish(adv: Path, *records: dict[str, Any]) -> None:
+    adv.mkdir(exist_ok=True)
+    for rec in records:
+        (adv / f"{rec['id']}.json").write_text(json.dumps(rec))
+
+
+def test_fix_on_a_local_index(
+    index: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SDENV_CACHE_DIR", str(tmp_path / "sdenv-cache"))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    locks = tmp_path / "locks"
+    spec = write_spec(tmp_path, index, "<0.35")
+    assert main(["lock", str(spec), "--lock-dir", str(locks), "--no-verify"]) == 0
+    (path,) = locks.glob("*.txt")
+    assert read_lockfile(path).versions()["diffusers"] == "0.34.0"
+    write_spec(tmp_path, index, ">=0.31")  # the spec allows newer now; the lock still pins 0.34.0
+    publish(
+        tmp_path / "adv",
+        advisory("PYSEC-T", "torch", ranges=[("0", "2.6.0")]),  # the spec keeps torch < 2.5
+        # 0.0.35 resolves with torch 2.4.1 but its _C.so was built for 2.6.0+cu124.
+        advisory("GHSA-XF", "xformers", ranges=[("0", "0.0.35")]),
+        advisory("GHSA-D1", "diffusers", ranges=[("0", "0.35.0")]),
+        advisory("GHSA-D2", "diffusers", ranges=[("0.35.0", "0.35.2")]),  # 0.35.0 is no fix
+        advisory("GHSA-X", "transformers", ranges=[("0", None)]),  # no fix known
+    )
+    capsys.readouterr()
+    args = ["audit", str(spec), "--lock-dir", str(locks), "--fix"]
+    with OsvServer(tmp_path / "adv") as osv:
+        assert main([*args, "--osv-url", osv.url, "--json"]) == 1
+        data = json.loads(capsys.readouterr().out)
+        assert main([*args, "--osv-url", osv.url]) == 1
+        table = " ".join(capsys.readouterr().out.split())
+    fixes = {f["package"]: f for f in data["report"]["fixes"]}
+    assert (fixes["torch"]["proposed"], fixes["diffusers"]["proposed"]) == ("2.6.0", "0.35.2")
+    assert fixes["transformers"]["proposed"] is None
+    checks = {c["package"]: c for c in data["fix_plan"]["checks"]}
+    assert (checks["torch"]["spec_status"], checks["torch"]["lock_status"]) == ("fail", "skip")
+    assert "torch<2.5,>=2.4 excludes 2.6.0" in checks["torch"]["spec_note"]
+    assert (checks["xformers"]["spec_status"], checks["xformers"]["lock_status"]) == ("ok", "fail")
+    assert (checks["diffusers"]["spec_status"], checks["diffusers"]["lock_status"]) == ("ok", "ok")
+    assert "diffusers 0.34.0->0.35.2" in checks["diffusers"]["lock_note"]
+    (plan,) = data["fix_plan"]["sets"]
+    assert plan["command"] == "sdenv lock demo --upgrade-package diffusers==0.35.2"
+    assert "apply with: sdenv lock demo --upgrade-package diffusers==0.35.2" in table
+    assert read_lockfile(path).versions()["diffusers"] == "0.34.0"  # a dry run: lock untouched
 
 
 @pytest.mark.online
