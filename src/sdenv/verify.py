@@ -30,9 +30,25 @@ from typing import Any
 from sdenv._json import to_jsonable
 from sdenv.errors import SdenvError
 
-DEFAULT_LOCK = Path("lockfiles/sd35-fp8-cu121-py3.11-linux_x86_64.txt")
+LOCK_DIR = Path("lockfiles")
+# For Python 3.11 this is lockfiles/sd35-fp8-cu121-py3.11-linux_x86_64.txt.
+DEFAULT_LOCK_PATTERN = "lockfiles/sd35-fp8-cu121-py{python}-linux_x86_64.txt"
+
+
+def default_lock(python_version: str, lock_dir: Path = LOCK_DIR) -> Path:
+    """The default env's lock for the target's Python (``3.11.7`` -> the py3.11 lock)."""
+    from sdenv.spec import DEFAULT_ENV, Target
+
+    xy = ".".join(python_version.split(".")[:2])
+    return Target(DEFAULT_ENV, xy, "linux_x86_64").lockfile(lock_dir)
+
+
 PARTS = ("probe", "drift", "smoke", "model")
 NO_TORCH = "torch is not installed: the model check cannot run"
+
+
+class VerifyError(SdenvError):
+    """verify could not start (the target interpreter does not run)."""
 
 
 @dataclass
@@ -302,7 +318,8 @@ def model_part(
 def verify(
     *,
     python: str | Path | None = None,
-    lock: Path | None = DEFAULT_LOCK,
+    lock: Path | None = None,
+    no_lock: bool = False,
     model: Path | None = None,
     fail_on_skip: bool = False,
     gpu: bool | None = None,
@@ -314,6 +331,13 @@ def verify(
     """Probe, then drift, smoke and model check concurrently; one result with every reason."""
     t0 = time.perf_counter()
     target = str(python) if python is not None else None
+    if lock is None and not no_lock:
+        version = _python_version(target)
+        if version is None:
+            raise VerifyError(f"{target}: cannot run this interpreter; pass a venv's bin/python")
+        lock = default_lock(version)
+    if no_lock:
+        lock = None
     if lock is not None and not lock.is_file():
         from sdenv.lockfile import read_lockfile
 

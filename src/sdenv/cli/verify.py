@@ -10,7 +10,7 @@ from sdenv.cli._output import err, out, print_json, status_style
 
 
 def register(subparsers: Any) -> None:
-    from sdenv.verify import DEFAULT_LOCK
+    from sdenv.verify import DEFAULT_LOCK_PATTERN
 
     p = subparsers.add_parser(
         "verify",
@@ -26,9 +26,11 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--lock",
         type=Path,
-        default=DEFAULT_LOCK,
         metavar="FILE",
-        help=f"lockfile to check the installed set against (default: {DEFAULT_LOCK})",
+        help=(
+            "lockfile to check the installed set against (default: the target's Python's lock, "
+            f"{DEFAULT_LOCK_PATTERN.format(python='X.Y')})"
+        ),
     )
     p.add_argument(
         "--no-lock", action="store_true", help="skip the drift part (a box not built from a lock)"
@@ -72,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
 
     result = verify(
         python=args.python,
-        lock=None if args.no_lock else args.lock,
+        lock=args.lock,
+        no_lock=args.no_lock,
         model=args.model,
         fail_on_skip=args.fail_on_skip,
         gpu=args.gpu,
