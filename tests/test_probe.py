@@ -65,6 +65,13 @@ def test_table_has_the_required_machines() -> None:
             "cc 9.0 >= 8.9: FP8 tensor cores (predicted",
         ),
         ("h200-proc", "unsupported", False, "off", "compute capability unknown"),
+        (
+            "h200-hidden",  # recorded with CUDA_VISIBLE_DEVICES= : NVML sees it, torch does not
+            "unsupported",
+            True,
+            "off",
+            "cannot use the GPU: RuntimeError: No CUDA GPUs are available",
+        ),
         ("l4", "native", False, "native", "_scaled_mm not run: not recorded"),
         ("rtx4090", "native", False, "native", "cc 8.9 >= 8.9"),
         ("a100", "emulated", True, "emulated", "cc 8.0 < 8.9: no FP8 tensor cores"),
