@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sdenv.cli import main
-from sdenv.decide import MachineFacts
+from sdenv.decide import DriverFacts, MachineFacts
 from sdenv.probe import DRIVER_SOURCES, collect_driver, collect_facts, probe
 
 NO_GPU_HERE = not Path("/proc/driver/nvidia").exists() and shutil.which("nvidia-smi") is None
@@ -202,3 +202,67 @@ def test_cli_bad_fact_file_names_the_field(
     assert main(["probe", "--facts", str(bad), "--envs-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert f"{bad}.gpus[0].index: expected int, got 'zero'" in err
+
+
+# ---- fallback parsers, fed the formats the real tools print -------------------------------------
+
+SMI_SCRIPT = """#!/bin/sh
+if [ -z "$1" ]; then
+  echo "| NVIDIA-SMI 580.159.04   Driver Version: 580.159.04   CUDA Version: 13.0     |"
+  exit 0
+fi
+echo "0, NVIDIA H200, GPU-58061743-7616, 9.0, 143771, 143156, Disabled, 580.159.04"
+echo "1, NVIDIA A100-SXM4-80GB, GPU-aaaa, 8.0, 81920, [N/A], Enabled, 580.159.04"
+echo "2, Tesla K80, GPU-bbbb, [N/A], 11441, 11300, [N/A], 580.159.04"
+"""
+
+
+def test_nvidia_smi_csv_is_parsed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(SMI_SCRIPT)
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    notes: list[str] = []
+    driver, gpus = collect_driver(notes, ("nvidia-smi",))
+    assert (driver.version, driver.cuda, driver.source) == ("580.159.04", "13.0", "nvidia-smi")
+    assert [(g.name, g.cc, g.memory_free_mib, g.mig_mode) for g in gpus] == [
+        ("NVIDIA H200", "9.0", 143156, "disabled"),
+        ("NVIDIA A100-SXM4-80GB", "8.0", None, "enabled"),
+        ("Tesla K80", None, 11300, None),
+    ]
+    assert notes == []
+
+
+def test_failing_nvidia_smi_is_a_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(
+        "#!/bin/sh\necho 'NVIDIA-SMI has failed because it could not communicate'\nexit 9\n"
+    )
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    notes: list[str] = []
+    assert collect_driver(notes, ("nvidia-smi",)) == (DriverFacts(), [])
+    assert notes == ["nvidia-smi: exit 9: NVIDIA-SMI has failed because it could not communicate"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023",
+        "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  535.104.05  Release Build",
+    ],
+)
+def test_proc_driver_version_is_parsed(
+    line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sdenv.probe as probe_mod
+
+    (tmp_path / "version").write_text(line + "\nGCC version:  gcc version 12.2.0\n")
+    gpu_dir = tmp_path / "gpus" / "0000:3b:00.0"
+    gpu_dir.mkdir(parents=True)
+    (gpu_dir / "information").write_text("Model: \t\t Tesla T4\nIRQ:   \t\t 35\n")
+    monkeypatch.setattr(probe_mod, "PROC_VERSION", tmp_path / "version")
+    monkeypatch.setattr(probe_mod, "PROC_GPUS", tmp_path / "gpus")
+    driver, gpus = collect_driver([], ("proc",))
+    assert (driver.version, driver.source) == ("535.104.05", "proc")
+    assert [(g.name, g.cc, g.source) for g in gpus] == [("Tesla T4", None, "proc")]
