@@ -16,6 +16,7 @@ Per target (env, python, platform):
 from __future__ import annotations
 
 import hashlib
+import platform
 import shutil
 import sys
 import tempfile
@@ -41,7 +42,7 @@ from sdenv.lockfile import (
 )
 from sdenv.resolve import Resolution, ResolveError, ResolveInput, resolve
 from sdenv.spec import EnvSpec, Target
-from sdenv.venv import create_venv, find_python, install_lock
+from sdenv.venv import find_python, install_lock, run_uv
 
 Progress = Callable[[str], None]
 MAX_FIXES = 6  # re-resolutions after a rule or the xformers check changed the constraints
@@ -153,6 +154,10 @@ def data_sha256() -> str:
     for name in ("rules.toml", "torch_cuda.toml"):
         h.update(resources.files("sdenv.data").joinpath(name).read_bytes())
     return h.hexdigest()
+
+
+def _canon_all(names: Iterable[str]) -> set[str]:
+    return {canonicalize_name(n) for n in names}
 
 
 def _req_name(requirement: str) -> str:
@@ -348,6 +353,9 @@ def constraints_from_header(lock: Lockfile) -> list[tuple[str, str]]:
 
 
 def prove(spec: EnvSpec, target: Target, lock: Lockfile, opts: LockOptions, workdir: Path) -> Proof:
+    arch = target.uv_platform.split("-", 1)[0]
+    if not sys.platform.startswith("linux") or platform.machine() != arch:
+        return Proof("unverified", f"this machine is not {target.platform}")
     python = find_python(target.python)
     if python is None:
         return Proof("unverified", f"no Python {target.python} on this machine")
@@ -356,8 +364,10 @@ def prove(spec: EnvSpec, target: Target, lock: Lockfile, opts: LockOptions, work
     req.write_text(render_lockfile(lock))
     venv = workdir / "venv"
     opts.progress(f"{target.slug}: installing the lock into a throwaway venv")
-    vpy = create_venv(venv, python)
     try:
+        # No --seed (pip/setuptools): the proof needs exactly what the lock pins.
+        run_uv(["venv", "--quiet", "--python", str(python), str(venv)])
+        vpy = venv / "bin" / "python"
         install_lock(vpy, req, index_urls=[i.url for i in spec.indexes])
     except SdenvError as exc:
         return Proof("failed", f"install failed: {exc}", (ProofFailure("install", str(exc), ()),))
@@ -419,7 +429,14 @@ def search_fix(
 
             base = [c for c in checked.constraints if _req_name(c[0]) != name]
 
-            def probe(v: Version, name: str = name, base: list[tuple[str, str]] = base) -> bool:
+            seen: dict[Version, tuple[Checked, Proof]] = {}
+
+            def probe(
+                v: Version,
+                name: str = name,
+                base: list[tuple[str, str]] = base,
+                seen: dict[Version, tuple[Checked, Proof]] = seen,
+            ) -> bool:
                 trial = Inputs(inputs.requirements, [*base, (f"{name}=={v}", "--search probe")])
                 try:
                     c = resolve_and_check(spec, target, trial, opts, rules)
@@ -430,6 +447,7 @@ def search_fix(
                 lock = build_lockfile(spec, target, c, Proof("unverified", "probe"))
                 p = prove(spec, target, lock, opts, workdir / f"probe-{name}-{v}")
                 shutil.rmtree(workdir / f"probe-{name}-{v}", ignore_errors=True)
+                seen[v] = (c, p)
                 # Judged on this culprit alone: other packages may still fail in this round.
                 return p.status != "unverified" and not any(name in f.culprits for f in p.failures)
 
@@ -468,8 +486,12 @@ def search_fix(
                 ],
             )
             checked = resolve_and_check(spec, target, new_inputs, opts, rules)
-            lock = build_lockfile(spec, target, checked, Proof("unverified", "search"))
-            proof = prove(spec, target, lock, opts, workdir / f"round-{round_}")
+            probed = seen.get(versions[best])
+            if probed and probed[0].resolution.pins == checked.resolution.pins:
+                proof = probed[1]  # the same set was proven by the probe: no second install
+            else:
+                lock = build_lockfile(spec, target, checked, Proof("unverified", "search"))
+                proof = prove(spec, target, lock, opts, workdir / f"round-{round_}")
             progressed = True
             break
         if not progressed:
@@ -501,16 +523,34 @@ def lock_target(spec: EnvSpec, target: Target, opts: LockOptions) -> TargetResul
     result = TargetResult(target, path)
     old = _existing(path)
     inputs = base_inputs(spec, target, rules)
+    carried: list[tuple[str, str]] = []
     if old is not None and not opts.upgrade:
-        # Constraints learned by --search stay until the user upgrades.
-        inputs.constraints += [
+        # What the checks and --search found last time is kept, so a re-lock is a no-op; it is
+        # dropped again if the spec moved and it no longer fits.
+        carried = [
             c
             for c in constraints_from_header(old)
-            if c[1].startswith("learned") and c not in inputs.constraints
+            if c not in inputs.constraints
+            and c[1] != "spec"
+            and not c[1].startswith("PyPI torch")
+            and not (opts.upgrade_packages and _req_name(c[0]) in _canon_all(opts.upgrade_packages))
         ]
     preferences = old.pins if old is not None else ()
     try:
-        checked = resolve_and_check(spec, target, inputs, opts, rules, preferences)
+        try:
+            checked = resolve_and_check(
+                spec,
+                target,
+                Inputs(inputs.requirements, inputs.constraints + carried),
+                opts,
+                rules,
+                preferences,
+            )
+            inputs.constraints += [c for c in carried if c[1].startswith("learned")]
+        except (ResolveError, LockError):
+            if not carried:
+                raise
+            checked = resolve_and_check(spec, target, inputs, opts, rules, preferences)
     except (ResolveError, LockError) as exc:
         result.status, result.message = "failed", str(exc)
         return result

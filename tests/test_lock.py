@@ -1,0 +1,298 @@
+"""`sdenv lock` against a real local index (tests/pypi_index.py): resolve, checks, proof, write."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pypi_index import (
+    RUNTIME_121,
+    build_index,
+    sd_stack,
+    serve,
+    simple_dist,
+    torch_dist,
+    xformers_dist,
+)
+from sdenv import lock as core
+from sdenv.cli import main
+from sdenv.lockfile import read_lockfile
+from sdenv.resolve import ResolveInput, resolve
+from sdenv.spec import load_spec
+
+HOST = f"{sys.version_info[0]}.{sys.version_info[1]}"
+# The smoke checks the fake stack can answer (the rest need real tensors).
+SMOKE = ("torch", "xformers", "diffusers", "transformers")
+STACK_REQS = {"torch": ">=2.4,<2.5", "xformers": "", "diffusers": ">=0.31", "transformers": ""}
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = build_index(sd_stack(), tmp_path_factory.mktemp("wheels"))
+    with serve(root) as url:
+        yield url
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SDENV_CACHE_DIR", str(tmp_path / "sdenv-cache"))
+
+
+def write_spec(
+    dest: Path,
+    url: str,
+    reqs: dict[str, str] | None = None,
+    *,
+    name: str = "demo",
+    pythons: tuple[str, ...] = (HOST,),
+    cuda: str = "cu121",
+    ccs: tuple[str, ...] = ("8.0", "8.6", "8.9", "9.0"),
+) -> Path:
+    reqs = STACK_REQS if reqs is None else reqs
+    lines = [
+        "[env]",
+        f'name = "{name}"',
+        f"pythons = {json.dumps(list(pythons))}",
+        'platforms = ["linux_x86_64"]',
+        f'cuda = "{cuda}"',
+        f"compute_capabilities = {json.dumps(list(ccs))}",
+        "[[indexes]]",
+        'name = "local"',
+        f'url = "{url}"',
+        "[requirements]",
+        *(f'{k} = "{v}"' for k, v in reqs.items()),
+    ]
+    path = dest / f"{name}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def opts(lock_dir: Path, **kw: object) -> core.LockOptions:
+    return core.LockOptions(lock_dir=lock_dir, smoke_checks=SMOKE, **kw)  # type: ignore[arg-type]
+
+
+def test_lock_fixes_rules_and_xformers_proves_and_writes(index: str, tmp_path: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, index))
+    result = core.lock_target(spec, spec.targets[0], opts(tmp_path / "locks"))
+    assert result.status == "written", result.message
+    # Rules (torch < 2.6) bound diffusers and transformers; the loosely pinned xformers 0.0.35
+    # (built for torch 2.6) was replaced by the one whose cpp_lib.json says torch 2.4.1.
+    assert result.pins["diffusers"] == "0.35.2"
+    assert result.pins["transformers"] == "4.57.6"
+    assert result.pins["xformers"] == "0.0.28.post1"
+    assert result.pins["torch"] == "2.4.1"
+    assert {"packaging", "rich"} <= set(result.pins)  # sdenv's in-image runtime
+    assert result.proof.status == "passed"
+    lock = read_lockfile(result.path)
+    assert lock.get("proof", "").startswith("passed")
+    assert lock.get("resolver", "").startswith("uv ")
+    assert lock.get("spec-sha256") == spec.sha256
+    assert lock.get("extra") == "sdenv runtime (packaging, rich)"
+    cons = lock.get_all("constraint")
+    assert "diffusers<0.36 (rule diffusers-torch-accelerator)" in cons
+    assert any(c.startswith("xformers==0.0.28.post1") for c in cons)
+    assert "nvidia-cuda-runtime-cu12==12.1.105" in (lock.get("cuda") or "")
+
+    # Plain pip installs it as is: hashes required, no resolution.
+    site = tmp_path / "site"
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "install", "--isolated", "--quiet", "--no-deps"),
+            *("--require-hashes", "--index-url", index, "--target", str(site)),
+            *("-r", str(result.path)),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PIP_CONFIG_FILE": os.devnull},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (site / "xformers" / "cpp_lib.json").exists()
+
+
+def test_relock_is_byte_identical(index: str, tmp_path: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, index))
+    o = opts(tmp_path / "locks", verify=False)
+    first = core.lock_target(spec, spec.targets[0], o)
+    text = first.path.read_bytes()
+    second = core.lock_target(spec, spec.targets[0], o)
+    assert (first.status, second.status) == ("written", "unchanged")
+    assert first.path.read_bytes() == text
+    assert b"proof: unverified: --no-verify" in text
+    assert not list(first.path.parent.glob(".*.tmp"))
+
+
+def test_cuda_mismatch_fails_and_writes_nothing(index: str, tmp_path: Path) -> None:
+    # A non-PyPI index gets no torch/CUDA bound: the newest fake torch pins the 12.4 runtime.
+    spec = load_spec(write_spec(tmp_path, index, {"torch": ">=2.4"}))
+    result = core.lock_target(spec, spec.targets[0], opts(tmp_path / "locks"))
+    assert result.status == "failed"
+    assert "built for cu124" in result.message and "wants cu121" in result.message
+    assert "nvidia-cuda-runtime-cu12==12.4.127" in result.message
+    assert not (tmp_path / "locks").exists()
+
+
+def test_cuda_from_local_version_tag(tmp_path: Path) -> None:
+    root = build_index(
+        [
+            torch_dist("2.5.1+cu121", "12.1"),
+            simple_dist("packaging", "24.2"),
+            simple_dist("rich", "13.9.4"),
+            simple_dist("tomli", "2.2.1"),
+        ],
+        tmp_path / "wheels",
+    )
+    with serve(root) as url:
+        spec = load_spec(write_spec(tmp_path, url, {"torch": ">=2.5"}))
+        result = core.lock_target(spec, spec.targets[0], opts(tmp_path / "l", verify=False))
+    assert result.status == "written", result.message
+    cuda = next(c for c in result.checks if c.name == "cuda-variant")
+    assert cuda.status == "pass" and "torch 2.5.1+cu121" in cuda.detail
+
+
+def test_xformers_without_a_matching_build_fails_naming_the_pair(tmp_path: Path) -> None:
+    root = build_index(
+        [
+            simple_dist("nvidia-cuda-runtime-cu12", "12.1.105"),
+            torch_dist("2.4.1", "12.1", RUNTIME_121),
+            xformers_dist("0.0.35", ">=2.4", "2.6.0+cu124", 1204, "7.5 8.0+PTX 8.0 9.0a"),
+            simple_dist("packaging", "24.2"),
+            simple_dist("rich", "13.9.4"),
+        ],
+        tmp_path / "wheels",
+    )
+    with serve(root) as url:
+        spec = load_spec(write_spec(tmp_path, url, {"torch": ">=2.4", "xformers": ""}))
+        result = core.lock_target(spec, spec.targets[0], opts(tmp_path / "l"))
+    assert result.status == "failed"
+    assert "xformers 0.0.35 was built for torch 2.6.0+cu124" in result.message
+    assert "torch 2.4.1" in result.message and "no xformers release" in result.message
+    assert not result.path.exists()
+
+
+def test_gpu_coverage_gap_fails(index: str, tmp_path: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, index, ccs=("8.9", "12.0")))
+    result = core.lock_target(spec, spec.targets[0], opts(tmp_path / "l", verify=False))
+    assert result.status == "failed"
+    assert "gpu-coverage" in result.message and "12.0" in result.message
+    assert "Blackwell needs cu128" in result.message
+
+
+def test_failed_proof_is_not_written_and_names_culprits(index: str, tmp_path: Path) -> None:
+    # No rules: the FACTS-3 naive set in miniature (diffusers 0.42.1 + transformers 5 on 2.4.1).
+    spec = load_spec(write_spec(tmp_path, index))
+    result = core.lock_target(spec, spec.targets[0], opts(tmp_path / "l", rules=()))
+    assert result.status == "failed"
+    assert result.pins["diffusers"] == "0.42.1" and result.pins["transformers"] == "5.23.0"
+    assert result.proof.status == "failed"
+    culprits = {c for f in result.proof.failures for c in f.culprits}
+    assert {"diffusers", "transformers"} <= culprits
+    assert "accelerator" in result.message and "--search" in result.message
+    assert not result.path.exists()
+
+
+def test_search_bisects_culprits_and_learns_rules(index: str, tmp_path: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, index))
+    result = core.lock_target(spec, spec.targets[0], opts(tmp_path / "l", rules=(), search=True))
+    assert result.status == "written", result.message
+    assert result.pins["diffusers"] == "0.35.2"
+    assert result.pins["transformers"] == "4.57.6"
+    learned = "\n".join(result.learned)
+    assert 'require = { diffusers = "<0.36.0" }' in learned
+    assert 'require = { transformers = "<5.23.0" }' in learned
+    assert 'when = { torch = "==2.4.*" }' in learned
+    from sdenv.checks import parse_rules
+
+    assert len(parse_rules(learned)) == 2  # valid rules.toml syntax
+    assert any("learned by --search" in c for c in read_lockfile(result.path).get_all("constraint"))
+
+
+def test_unverifiable_target_is_written_marked_unverified(index: str, tmp_path: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, index, pythons=("3.14",)))
+    result = core.lock_target(spec, spec.targets[0], opts(tmp_path / "l"))
+    assert result.status == "written", result.message
+    assert read_lockfile(result.path).get("proof") == "unverified: no Python 3.14 on this machine"
+
+
+def test_pip_tools_gives_the_same_pins_for_the_host_python(index: str, tmp_path: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, index))
+    target = spec.targets[0]
+    inputs = core.base_inputs(spec, target, list(core.checks.default_rules()))
+    # The constraints uv's checks end with (here given up front, as a re-lock would).
+    cons = (
+        *inputs.constraint_lines(),
+        "diffusers<0.36",
+        "transformers<5",
+        "xformers==0.0.28.post1",
+    )
+    ri = ResolveInput(tuple(inputs.requirements), cons, (index,))
+    by_uv = resolve(target, ri, "uv")
+    by_pt = resolve(target, ri, "pip-tools")
+    assert by_pt.resolver.startswith("pip-tools ")
+    assert by_uv.versions() == by_pt.versions()
+    assert all(p.hashes for p in by_pt.pins)
+
+
+def test_check_reports_fresh_then_stale(
+    index: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_spec(tmp_path, index)
+    locks = tmp_path / "locks"
+    assert main(["lock", str(path), "--lock-dir", str(locks), "--no-verify"]) == 0
+    assert main(["lock", str(path), "--lock-dir", str(locks), "--check"]) == 0
+    path.write_text(path.read_text().replace('diffusers = ">=0.31"', 'diffusers = ">=0.33"'))
+    capsys.readouterr()
+    assert main(["lock", str(path), "--lock-dir", str(locks), "--check"]) == 1
+    assert "made from another version of demo.toml" in capsys.readouterr().err
+
+
+def test_upgrade_package_moves_only_that_pin_and_shows_the_table(
+    index: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_spec(tmp_path, index, {**STACK_REQS, "diffusers": "<0.35"})
+    locks = tmp_path / "locks"
+    args = ["lock", str(path), "--lock-dir", str(locks), "--no-verify"]
+    assert main(args) == 0
+    assert read_lockfile(next(locks.glob("*.txt"))).versions()["diffusers"] == "0.34.0"
+    path.write_text(path.read_text().replace('diffusers = "<0.35"', 'diffusers = ">=0.31"'))
+    assert main(args) == 0  # the existing pin is a preference: kept
+    assert read_lockfile(next(locks.glob("*.txt"))).versions()["diffusers"] == "0.34.0"
+    capsys.readouterr()
+    assert main([*args, "--upgrade-package", "diffusers"]) == 0
+    out = capsys.readouterr().out
+    assert read_lockfile(next(locks.glob("*.txt"))).versions()["diffusers"] == "0.35.2"
+    assert "0.34.0" in out and "0.35.2" in out and "changes" in out
+
+
+def test_json_output(index: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_spec(tmp_path, index)
+    code = main(["lock", str(path), "--lock-dir", str(tmp_path / "l"), "--no-verify", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["ok"] is True
+    (target,) = data["targets"]
+    assert target["status"] == "written" and target["pins"]["torch"] == "2.4.1"
+    assert {c["name"] for c in target["checks"]} >= {"cuda-variant", "xformers-abi", "gpu-coverage"}
+
+
+def test_runs_on_one_env_are_serialised(index: str, tmp_path: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, index))
+    locks = tmp_path / "locks"
+    held = core.env_file_lock(locks, spec.name)
+    held.acquire()
+    results: list[core.TargetResult] = []
+    worker = threading.Thread(
+        target=lambda: results.extend(core.lock_env(spec, opts(locks, verify=False)))
+    )
+    worker.start()
+    time.sleep(1.0)
+    assert not results and not locks.exists()  # waiting for the lock
+    held.release()
+    worker.join(60)
+    assert [r.status for r in results] == ["written"]
