@@ -69,6 +69,7 @@ def _sha256(path: Path) -> str:
 
 class _Handler(BaseHTTPRequestHandler):
     root: Path
+    log: list[tuple[str, str, str | None]]  # (method, path, Range header)
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -90,6 +91,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, head: bool) -> None:
         path = self.path.split("?", 1)[0]
+        self.log.append(("HEAD" if head else "GET", path, self.headers.get("Range")))
         wheels = sorted(self.root.glob("*.whl"))
         body: bytes
         if path in ("/simple", "/simple/"):
@@ -143,9 +145,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def serve(root: Path) -> Iterator[str]:
-    """Serve the wheels in ``root``; yields the simple index URL."""
-    handler = type("Handler", (_Handler,), {"root": root})
+def serve(root: Path, log: list[tuple[str, str, str | None]] | None = None) -> Iterator[str]:
+    """Serve the wheels in ``root``; yields the simple index URL. ``log`` collects requests."""
+    handler = type("Handler", (_Handler,), {"root": root, "log": [] if log is None else log})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
