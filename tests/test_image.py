@@ -135,32 +135,47 @@ def test_python_of_the_base_must_match_the_target() -> None:
         im.resolve_target(spec, "3.12", "3.12", "b")
 
 
-def test_a_lock_from_another_spec_version_is_stale() -> None:
+def test_a_lock_from_another_spec_or_sdenv_is_stale() -> None:
+    from sdenv.lock import data_sha256
+
     spec = load_spec("sd35-fp8-cu121")
-    im.check_lock_fresh(spec, make_lockfile([("spec-sha256", spec.sha256)], []))
+    im.check_lock_fresh(
+        spec, make_lockfile([("spec-sha256", spec.sha256), ("data-sha256", data_sha256())], [])
+    )
     with pytest.raises(im.LockStale, match="stale, made from another version of"):
         im.check_lock_fresh(spec, make_lockfile([("spec-sha256", "0" * 64)], []))
+    with pytest.raises(im.LockStale, match="other rules/torch tables"):
+        im.check_lock_fresh(
+            spec, make_lockfile([("spec-sha256", spec.sha256), ("data-sha256", "0")], [])
+        )
 
 
-def test_smoke_failure_classification_prefers_the_report() -> None:
+def test_smoke_failure_line_comes_from_the_smoke_report() -> None:
+    # The shape `sdenv smoke --json` prints (sdenv.smoke.SmokeReport).
     report = {
-        "status": "fail",
+        "ok": False,
         "checks": [
-            {"name": "import torch", "status": "pass"},
+            {"name": "torch", "status": "pass", "detail": "2.4.1"},
             {
-                "name": "import diffusers",
+                "name": "diffusers",
                 "status": "fail",
-                "classification": "api-mismatch",
-                "message": "module 'torch' has no attribute 'accelerator'",
+                "detail": "module 'torch' has no attribute 'accelerator'",
+                "failure": {
+                    "kind": "api-mismatch",
+                    "culprits": ["diffusers", "torch"],
+                    "hint": "constrain diffusers<0.36",
+                    "error": "AttributeError",
+                },
             },
+            {"name": "pipeline", "status": "fail", "detail": "blocked"},
         ],
     }
     assert im.classify_smoke_failure(report, "", 1) == (
-        "import diffusers: api-mismatch module 'torch' has no attribute 'accelerator'"
+        "diffusers: api-mismatch (diffusers, torch) - module 'torch' has no attribute "
+        "'accelerator' - fix: constrain diffusers<0.36 (+1 more failed)"
     )
-    assert im.classify_smoke_failure({"failure": "torch-missing"}, "", 1) == "torch-missing"
     assert im.classify_smoke_failure(None, "a\nboom\n", 2) == "exit 2: boom"
-    assert im.classify_smoke_failure(None, "", 137) == "exit 137, no output"
+    assert im.classify_smoke_failure({"ok": True}, "", 137) == "exit 137, no output"
 
 
 def test_transport_is_served_on_localhost_and_only_while_building(tmp_path: Path) -> None:

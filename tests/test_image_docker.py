@@ -137,14 +137,28 @@ def index(wheels: Path) -> Iterator[tuple[str, list[str]]]:
     server.server_close()
 
 
-def _write_lock(path: Path, wheels: Path, drop: str | None = None) -> Path:
+def _write_lock(
+    path: Path, wheels: Path, drop: str | None = None, spec_sha256: str | None = None
+) -> Path:
+    from sdenv.lock import data_sha256
+
+    spec = load_spec(REPO / "envs" / "sd35-fp8-cu121.toml")
     pins = []
     for whl in sorted(wheels.glob("*.whl")):
         name, ver = whl.name.split("-")[:2]
         if name.replace("_", "-").lower() == drop:
             continue
         pins.append(Pin(name, ver, ("sha256:" + hashlib.sha256(whl.read_bytes()).hexdigest(),)))
-    write_lockfile(path, make_lockfile([("env", ENV), ("python", "3.11")], pins))
+    # Fresh for the itest env (same spec text but the name): spec and data hashes as `sdenv lock`
+    # writes them. Made by hand for tests only, never committed.
+    text = spec.path.read_text().replace('name = "sd35-fp8-cu121"', f'name = "{ENV}"')
+    header = [
+        ("env", ENV),
+        ("spec-sha256", spec_sha256 or hashlib.sha256(text.encode()).hexdigest()),
+        ("data-sha256", data_sha256()),
+        ("python", "3.11"),
+    ]
+    write_lockfile(path, make_lockfile(header, pins))
     return path
 
 
@@ -283,6 +297,7 @@ def test_failing_smoke_moves_no_tag(
     with pytest.raises(im.SmokeFailed, match="no tag moved") as exc:
         im.build_image(failing, client)
     assert "\n" not in str(exc.value)
+    assert "torch: not-installed" in str(exc.value)  # sdenv.smoke's classification, one line
     assert client.images.get(built.tags[0]).id == moving_before  # the moving tag stayed put
     summaries = list((failing.out_dir).glob("*/summary.json"))
     text = summaries[0].read_text()
@@ -294,12 +309,15 @@ def test_failing_smoke_moves_no_tag(
     assert not im.image_exists(client, lock_tag)
 
 
-def test_python_mismatch_and_missing_base_fail_before_building(
-    request_: im.BuildRequest, client: Any
+def test_python_mismatch_missing_base_and_stale_lock_fail_before_building(
+    request_: im.BuildRequest, client: Any, wheels: Path, tmp_path: Path
 ) -> None:
     before = {i.id for i in client.images.list(all=True)}
     with pytest.raises(im.PythonMismatch, match="has Python 3.11 but the lock target needs 3.10"):
         im.build_image(replace(request_, python="3.10"), client)
     with pytest.raises(im.BaseImageMissing, match="sdenv image base --bootstrap"):
         im.build_image(replace(request_, base="sdenv/absent:none"), client)
+    stale = _write_lock(tmp_path / "s.txt", wheels, spec_sha256="0" * 64)
+    with pytest.raises(im.LockStale, match="stale, made from another version"):
+        im.build_image(replace(request_, lock_path=stale), client)
     assert {i.id for i in client.images.list(all=True)} == before

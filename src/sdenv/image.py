@@ -597,13 +597,20 @@ def resolve_target(spec: EnvSpec, python: str | None, base_python: str, base: st
 
 
 def check_lock_fresh(spec: EnvSpec, lock: Lockfile) -> None:
-    """A lock made from another version of the spec is stale: images must not be built from it."""
-    recorded = lock.get("spec-sha256")
-    if recorded is not None and recorded != spec.sha256:
-        raise LockStale(
-            f"{lock.path}: stale, made from another version of {spec.path}; "
-            f"run `sdenv lock {spec.name}` and commit the result"
-        )
+    """A lock made from another spec, or by an sdenv with other rules, is stale: no image from it.
+
+    The header check of ``sdenv lock --check`` (no network); ``make image`` runs the full check,
+    with its re-resolve, before building.
+    """
+    from sdenv.lock import data_sha256
+
+    if lock.get("spec-sha256") != spec.sha256:
+        why = f"made from another version of {spec.path}"
+    elif lock.get("data-sha256") != data_sha256():
+        why = "made with other rules/torch tables than this sdenv"
+    else:
+        return
+    raise LockStale(f"{lock.path}: stale, {why}; run `sdenv lock {spec.name}` and commit it")
 
 
 def build_sdenv_wheel(dest: Path) -> Path:
@@ -700,28 +707,25 @@ def _smoke(client: Any, image_id: str, command: Sequence[str], gpu: bool) -> Smo
 
 
 def classify_smoke_failure(report: Any, output: str, code: int) -> str:
-    """One line for a failed smoke: the report's own classification when it has one."""
+    """One line for a failed smoke: the first failed check with sdenv.smoke's classification
+    (kind, culprits, hint); the last output line when there is no report."""
     if isinstance(report, Mapping):
-        for key in ("failure", "classification", "error"):
-            value = report.get(key)
-            if isinstance(value, str) and value:
-                return value
-            if isinstance(value, Mapping):
-                kind = value.get("kind") or value.get("category") or value.get("type")
-                msg = value.get("message") or value.get("detail") or ""
-                if kind or msg:
-                    return f"{kind}: {msg}".strip(": ")
-        checks = report.get("checks") or report.get("results")
-        if isinstance(checks, list):
-            bad = [
-                c for c in checks if isinstance(c, Mapping) and c.get("status") in ("fail", "error")
-            ]
-            if bad:
-                first = bad[0]
-                name = first.get("name") or first.get("check") or "check"
-                why = first.get("classification") or first.get("kind") or ""
-                msg = first.get("message") or first.get("detail") or ""
-                return " ".join(str(x) for x in (f"{name}:", why, msg) if x).strip()
+        checks = report.get("checks")
+        failed = [c for c in checks or [] if isinstance(c, Mapping) and c.get("status") == "fail"]
+        if failed:
+            first = failed[0]
+            words = [f"{first.get('name', 'check')}:"]
+            failure = first.get("failure")
+            if isinstance(failure, Mapping):
+                words.append(str(failure.get("kind") or "failed"))
+                if failure.get("culprits"):
+                    words.append(f"({', '.join(map(str, failure['culprits']))})")
+            if first.get("detail"):
+                words.append(f"- {first['detail']}")
+            if isinstance(failure, Mapping) and failure.get("hint"):
+                words.append(f"- fix: {failure['hint']}")
+            more = f" (+{len(failed) - 1} more failed)" if len(failed) > 1 else ""
+            return " ".join(words).replace("\n", " ")[:400] + more
     lines = [ln.strip() for ln in output.strip().splitlines() if ln.strip()]
     return f"exit {code}: {lines[-1][:300]}" if lines else f"exit {code}, no output"
 
@@ -802,7 +806,8 @@ def build_image(
             )
             outcome = run_build(client, ctx, {"SDENV_TRANSPORT": transport_addr}, log, on_step)
             smoke_gpu = req.gpu and _engine_has_gpu(client)
-            smoke = _smoke(client, outcome.image_id, req.smoke_command, smoke_gpu)
+            command = [*req.smoke_command, *(["--gpu"] if smoke_gpu else [])]
+            smoke = _smoke(client, outcome.image_id, command, smoke_gpu)
             log.write(f"# smoke {'passed' if smoke.passed else 'FAILED'}: exit {smoke.exit_code}\n")
             log.write(smoke.output_tail + "\n")
         os.replace(partial, log_path)
