@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV))/bin
 NOX := $(BIN)/nox --no-install --no-venv
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install test test-online lint types lock lock-check image audit bench clean
+.PHONY: install test test-online lint types lock lock-check image test-docker audit bench clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,16 @@ lock-check: install
 # Known vulnerabilities in the locks (needs the public OSV service, or AUDIT_ARGS="--osv-url URL").
 audit: install
 	$(NOX) -s audit -- $(AUDIT_ARGS)
+
+# The default env's image: `sdenv lock --check`, OS base (debootstrap, no registry) and CUDA base,
+# app image, smoke inside; tag only on pass. Needs an engine: `scripts/docker-engine.sh start`
+# prints the DOCKER_HOST to export. IMAGE_ARGS go to `sdenv image build` (e.g. --ca-bundle FILE).
+image: install
+	$(NOX) -s image -- $(IMAGE_ARGS)
+
+# Orchestration tests against the real engine (marker `docker`): CI runs it after `make image`.
+test-docker: install
+	$(NOX) -s tests_docker
 
 clean:
 	rm -rf $(VENV) .nox .mypy_cache .ruff_cache .pytest_cache

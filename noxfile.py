@@ -39,3 +39,16 @@ def lock_check(session: nox.Session) -> None:
 def audit(session: nox.Session) -> None:
     """pip-audit over every lock pin; `nox -s audit -- --service pypi` etc. passes options on."""
     session.run("sdenv", "audit", *session.posargs)
+
+
+@nox.session
+def image(session: nox.Session) -> None:
+    """Lock check, bases, the default env's app image and its smoke (DOCKER_HOST: the engine)."""
+    session.run("sdenv", "lock", "--check")
+    session.run("sdenv", "image", "base", "--bootstrap", *session.posargs)
+    session.run("sdenv", "image", "build", *session.posargs)
+
+
+@nox.session
+def tests_docker(session: nox.Session) -> None:
+    session.run("pytest", "-q", "-m", "docker", *session.posargs)
