@@ -338,11 +338,15 @@ def _is_fp8(t: Any) -> bool:
     fp8 = {getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n)}
     if t.dtype in fp8:
         return True
+    # torchao keeps quantized weights in tensor subclasses (Float8Tensor: qdata + scale) whose
+    # dtype is the logical bf16; look at the tensors they are made of.
     flatten = getattr(t, "__tensor_flatten__", None)
-    if flatten is None:
-        return False
-    names, _ = flatten()
-    return any(bool(_is_fp8(getattr(t, n))) for n in names)
+    if flatten is not None:
+        names, _ = flatten()
+        if any(bool(_is_fp8(getattr(t, n))) for n in names):
+            return True
+    inner = getattr(t, "qdata", None)
+    return inner is not None and inner is not t and bool(_is_fp8(inner))
 
 
 def fp8_storage(transformer: Any) -> dict[str, Any]:
@@ -416,11 +420,11 @@ def load_pipeline(
     timings = {"check_s": time.perf_counter() - t0}
 
     from diffusers import StableDiffusion3Pipeline as _Pipeline
-    from diffusers.utils import logging as dlogging
+
+    from sdenv.tinymodel import quiet_libraries
 
     pipeline_cls: Any = _Pipeline  # diffusers ships partial annotations
-
-    dlogging.set_verbosity_error()
+    quiet_libraries()
     t = time.perf_counter()
     try:
         with warnings.catch_warnings():

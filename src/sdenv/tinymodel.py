@@ -154,6 +154,16 @@ def _t5_tokenizer_files(dest: Path) -> None:
     )
 
 
+def quiet_libraries() -> None:
+    """No progress bars or notices from diffusers/transformers: output is sdenv's to make."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    for log in (dlog, tlog):
+        log.set_verbosity_error()
+        log.disable_progress_bar()
+
+
 def build_pipeline(spec: TinySpec = TinySpec(), workdir: Path | None = None) -> Any:
     """A ``StableDiffusion3Pipeline`` with seeded random weights and freshly trained tokenizers."""
     import diffusers
@@ -268,6 +278,7 @@ def make_tiny_model(dest: Path, spec: TinySpec = TinySpec()) -> Path:
 
     import torch
 
+    quiet_libraries()
     pipe = build_pipeline(spec, workdir=dest.parent if dest.parent.exists() else None)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
