@@ -201,10 +201,12 @@ def check_xformers(mode: str) -> dict[str, Any]:
     }
     exc = cpp_lib._cpp_library_load_exception
     if exc is not None:
-        # xformers only warns; the exception object holds the loader's own message.
+        # xformers only warns; the loader's own error ("undefined symbol: ...") is the cause.
+        cause = exc.__cause__ or exc
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
         raise CheckFailed(
-            f"xformers {xformers.__version__} C++ extension did not load (built for torch "
-            f"{built_torch}, running torch {torch.__version__}): {type(exc).__name__}: {exc}",
+            f"xformers {xformers.__version__} C++ extension did not load: built for torch "
+            f"{built_torch}, running torch {torch.__version__}: {type(cause).__name__}: {first}",
             facts,
         )
     same = built_torch is not None and built_torch.split("+")[0] == torch.__version__.split("+")[0]
@@ -525,7 +527,8 @@ def run(name: str, mode: str) -> dict[str, Any]:
     except BaseException as exc:  # any import/runtime error is the finding itself
         record = {
             "status": "fail",
-            "detail": f"{type(exc).__name__}: {exc}".splitlines()[0][:300],
+            # One line: diffusers' lazy import errors put the cause on the following line.
+            "detail": " ".join(f"{type(exc).__name__}: {exc}".split())[:400],
             "error": traceback.format_exc(),
             "facts": {},
         }

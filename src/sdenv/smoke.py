@@ -60,7 +60,7 @@ class SmokeCheck:
     seconds: float
     failure: Failure | None = None
     facts: dict[str, Any] = field(default_factory=dict)
-    log: str = ""  # tail of the check process's stderr (warnings such as xformers' own)
+    log: str = ""  # a failure's traceback + stderr tail; else stderr (warnings such as xformers')
 
 
 @dataclass
@@ -140,6 +140,7 @@ KINDS: Mapping[str, str] = {
     "driver-too-old": "the NVIDIA driver is too old for torch's CUDA runtime",
     "cpu-only-torch": "a GPU is wanted but torch is a CPU-only build",
     "cuda-unavailable": "torch cannot use the GPU",
+    "no-gpu": "a GPU is wanted but there is no NVIDIA driver/device (no culprit package)",
     "gpu-memory": "the GPU ran out of memory",
     "numerics": "a computation ran but gave a wrong or non-finite answer",
     "crash": "the check process died (signal): a native extension crashed",
@@ -175,6 +176,7 @@ _SO_RE = re.compile(r"(\S+\.so(?:\.\d+)*): (?:undefined symbol|cannot open share
 _TORCH_ATTR_RE = re.compile(r"module '(torch(?:\.\w+)*)' has no attribute '(\w+)'")
 _NO_MODULE_RE = re.compile(r"No module named '([\w.]+)'")
 _CANNOT_IMPORT_RE = re.compile(r"cannot import name '(\w+)' from '([\w.]+)'")
+_TORCH_NEEDED_RE = re.compile(r"PyTorch >= ?([\d.]+) is required")
 _MISSING_LIB_RE = re.compile(r"(lib[\w.+-]+\.so[\w.]*): cannot open shared object file")
 
 
@@ -277,19 +279,53 @@ def _abi_hint(culprit: str, facts: Mapping[str, Any]) -> str:
     )
 
 
-def classify(check: str, error_text: str, facts: Mapping[str, Any] | None = None) -> Failure:
-    """Turn a failed check's error text into a kind, culprit distributions and a fix hint.
+def classify(
+    check: str,
+    error_text: str,
+    facts: Mapping[str, Any] | None = None,
+    *,
+    log: str = "",
+    summary: str | None = None,
+) -> Failure:
+    """Turn a failed check's error into a kind, culprit distributions and a fix hint.
 
-    Pure: ``facts`` is what the run gathered (``versions`` by distribution, ``torch``,
-    ``torch_cuda``, ``driver``, ``cc``, ``arch_list``, ``built_for_torch``, ``module_dists``,
-    ``sys_path``); recorded strings from real failures (FACTS 3) are its tests.
+    Pure: ``error_text`` is the check's own error (traceback, or "crashed: ..."/"timed out
+    ..."), ``log`` the process's stderr (warnings, a faulthandler stack); the error is read
+    first, so a stray warning in the log cannot override what the traceback says. ``facts`` is
+    what the run gathered (``versions`` by distribution, ``torch``, ``torch_cuda``, ``driver``,
+    ``cc``, ``arch_list``, ``built_for_torch``, ``module_dists``, ``sys_path``). Recorded
+    strings from real failures (FACTS 3) are its tests. ``summary`` is the one-line error kept
+    in the Failure (default: the last exception line of ``error_text``).
     """
     facts = facts or {}
     spec = _SPECS.get(check)
     default = spec.package if spec else check
+    error = summary or _summary(error_text)
+    found = _match(check, error_text, facts, default, error, log)
+    if found is None and log:
+        found = _match(check, log, facts, default, error, log)
+    if found is None:
+        culprit = _innermost_non_torch(frame_packages(error_text, facts), default)
+        found = Failure(
+            "error",
+            [culprit],
+            f"run the check alone to see the full error: python {TARGET_SCRIPT.name} {check}",
+            error,
+        )
+    return found
+
+
+def _match(
+    check: str,
+    error_text: str,
+    facts: Mapping[str, Any],
+    default: str,
+    error: str,
+    log: str,
+) -> Failure | None:
+    """The first rule that recognises ``error_text``, or None."""
     frames = frame_packages(error_text, facts)
     torch = _torch_version(facts)
-    error = _summary(error_text)
 
     def fail(kind: str, culprits: Iterable[str], hint: str) -> Failure:
         unique = list(dict.fromkeys(c for c in culprits if c))
@@ -303,11 +339,17 @@ def classify(check: str, error_text: str, facts: Mapping[str, Any] | None = None
             f"python -X faulthandler {TARGET_SCRIPT.name} {check}",
         )
     if error_text.startswith("crashed"):
-        so = _SO_RE.search(error_text)
-        culprit = (_module_of_path(so.group(1), facts) if so else None) or default
+        # PYTHONFAULTHANDLER put the Python stack of the crash into the log.
+        so = _SO_RE.search(log)
+        module = _module_of_path(so.group(1), facts) if so else None
+        culprit = (
+            _dist_of(module, facts)
+            if module
+            else _innermost_non_torch(frame_packages(log, facts), default)
+        )
         return fail(
             "crash",
-            [_dist_of(culprit, facts)],
+            [culprit],
             f"a native extension crashed during the {check} check (often an ABI mismatch); "
             f"run it alone: python -X faulthandler {TARGET_SCRIPT.name} {check}",
         )
@@ -371,6 +413,15 @@ def classify(check: str, error_text: str, facts: Mapping[str, Any] | None = None
             f"{reason}; or install a torch built for an older CUDA "
             "(any cu12x build runs on >= 525.60.13)",
         )
+    if "Found no NVIDIA driver" in error_text or "no CUDA-capable device" in error_text:
+        # The machine, not a package: no culprit distribution.
+        return Failure(
+            "no-gpu",
+            [],
+            "a GPU is wanted but torch finds no NVIDIA driver/device: run on a GPU machine "
+            "(containers: --gpus all), or use --no-gpu",
+            error,
+        )
     if "CUDA out of memory" in error_text or "OutOfMemoryError" in error_text:
         return fail("gpu-memory", [default], "free the GPU (another process holds its memory)")
     attr = _TORCH_ATTR_RE.search(error_text)
@@ -385,11 +436,13 @@ def classify(check: str, error_text: str, facts: Mapping[str, Any] | None = None
             "or upgrade torch",
         )
     if "is_torch_available() is False" in error_text or "PyTorch was not found" in error_text:
+        need = _TORCH_NEEDED_RE.search(error_text + "\n" + log)
+        why = f" (it requires torch >= {need.group(1)})" if need else ""
         return fail(
             "backend-disabled",
             ["transformers"],
             f"transformers {_version('transformers', facts)} disabled its torch backend for "
-            f"torch {torch}: transformers is too new for this torch; bound it"
+            f"torch {torch}{why}: transformers is too new for this torch; bound it"
             f"{_bound_hint('transformers', facts)} or upgrade torch",
         )
     cannot = _CANNOT_IMPORT_RE.search(error_text)
@@ -416,7 +469,7 @@ def classify(check: str, error_text: str, facts: Mapping[str, Any] | None = None
             [importer],
             f"{importer} {_version(importer, facts)} needs module {nomod.group(1)!r}, which is "
             f"not installed: install {missing} (a --no-deps install or an incomplete lock?), "
-            f"or pick an {importer} that does not need it",
+            f"or pick a {importer} version that does not need it",
         )
     if "CPU-only build" in error_text:
         return fail(
@@ -441,12 +494,7 @@ def classify(check: str, error_text: str, facts: Mapping[str, Any] | None = None
             f"{default} {_version(default, facts)} computed a wrong answer in {check}: "
             "check the build (debug/emulated kernels) and report it upstream",
         )
-    culprit = _innermost_non_torch(frames, default)
-    return fail(
-        "error",
-        [culprit],
-        f"run the check alone to see the full error: python {TARGET_SCRIPT.name} {check}",
-    )
+    return None
 
 
 def _summary(error_text: str) -> str:
@@ -511,14 +559,8 @@ def _run_one(python: str, script: Path, name: str, gpu: bool | None, timeout: fl
             os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
         seconds = time.perf_counter() - start
-        return _Raw(
-            "fail",
-            f"timed out after {timeout:g} s",
-            f"timed out after {timeout:g} s\n{stderr[-LOG_TAIL:]}",
-            {},
-            seconds,
-            stderr[-LOG_TAIL:],
-        )
+        what = f"timed out after {timeout:g} s"
+        return _Raw("fail", what, what, {}, seconds, stderr[-LOG_TAIL:])
     seconds = time.perf_counter() - start
     log = stderr[-LOG_TAIL:]
     for line in reversed(stdout.splitlines()):
@@ -526,8 +568,6 @@ def _run_one(python: str, script: Path, name: str, gpu: bool | None, timeout: fl
             record = json.loads(line[len(MARKER) :])
             status: Status = record["status"]
             error = record.get("error", "")
-            if status == "fail":
-                error = f"{error}\n{log}"
             return _Raw(status, record["detail"], error, record.get("facts", {}), seconds, log)
     if proc.returncode < 0:
         try:
@@ -537,7 +577,7 @@ def _run_one(python: str, script: Path, name: str, gpu: bool | None, timeout: fl
         what = f"crashed: killed by {sig}"
     else:
         what = f"crashed: exited with code {proc.returncode} and no result"
-    return _Raw("fail", what, f"{what}\n{log}\n{stdout[-1000:]}", {}, seconds, log)
+    return _Raw("fail", what, what, {}, seconds, f"{log}\n{stdout[-1000:]}".strip())
 
 
 def _select(only: Sequence[str] | None) -> list[CheckSpec]:
@@ -681,5 +721,11 @@ def _run_graph(
 def _finish(name: str, raw: _Raw, facts: dict[str, Any]) -> SmokeCheck:
     # Facts of passing checks (torch's CUDA, the GPU's cc, xformers' build) sharpen later hints.
     facts.update({k: v for k, v in raw.facts.items() if not isinstance(v, dict)})
-    failure = classify(name, raw.error, facts) if raw.status == "fail" else None
-    return SmokeCheck(name, raw.status, raw.detail, raw.seconds, failure, raw.facts, raw.log)
+    failure = (
+        classify(name, raw.error, facts, log=raw.log, summary=raw.detail)
+        if raw.status == "fail"
+        else None
+    )
+    # A failure keeps its traceback before the stderr tail; a pass only its stderr.
+    log = f"{raw.error}\n{raw.log}".strip() if raw.status == "fail" else raw.log
+    return SmokeCheck(name, raw.status, raw.detail, raw.seconds, failure, raw.facts, log)
