@@ -206,6 +206,11 @@ class Checked:
 
 
 def _cpp_lib(spec: EnvSpec, target: Target, pin: Pin) -> tuple[CppLib | None, str]:
+    # Every hash of a pin is a file of that one release, and the wheels of one xformers release
+    # are built for one torch/CUDA (per Python only): a cached cpp_lib.json of any of them does.
+    found, raw = wheelmeta.cached_member(pin.hashes, "xformers/cpp_lib.json")
+    if found:
+        return (CppLib.parse(raw) if raw else None), "cache"
     urls = [i.url for i in spec.indexes]
     wheel = wheelmeta.find_wheel(
         urls, pin.name, pin.version, target.python, target.uv_platform, pin.hashes

@@ -162,18 +162,35 @@ def cache_dir() -> Path:
     return (root if os.environ.get("SDENV_CACHE_DIR") else root / "sdenv") / "wheelmeta"
 
 
+def _cache_path(ident: str, member: str) -> Path:
+    key = hashlib.sha256(f"{ident}\0{member}".encode()).hexdigest()
+    return cache_dir() / key[:2] / key
+
+
+def cached_member(sha256s: Iterable[str], member: str) -> tuple[bool, bytes | None]:
+    """(found, data) from the cache for any wheel among ``sha256s``: no index request at all."""
+    for sha in sha256s:
+        cached = _cache_path(sha.removeprefix("sha256:"), member)
+        if cached.exists():
+            data = cached.read_bytes()
+            return True, (None if data == _MISSING else data)
+    return False, None
+
+
+_MISSING = b"\0missing"
+
+
 def read_member(wheel: IndexFile, member: str) -> bytes | None:
     """One file inside a remote wheel (None when the wheel has no such member)."""
-    key = hashlib.sha256(f"{wheel.sha256 or wheel.url}\0{member}".encode()).hexdigest()
-    cached = cache_dir() / key[:2] / key
+    cached = _cache_path(wheel.sha256 or wheel.url, member)
     if wheel.sha256 and cached.exists():
         data = cached.read_bytes()
-        return None if data == b"\0missing" else data
+        return None if data == _MISSING else data
     data_or_none = _read_remote_member(wheel.url, member)
     if wheel.sha256:
         from sdenv._fs import write_atomic
 
-        write_atomic(cached, b"\0missing" if data_or_none is None else data_or_none)
+        write_atomic(cached, _MISSING if data_or_none is None else data_or_none)
     return data_or_none
 
 
