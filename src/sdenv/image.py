@@ -177,9 +177,9 @@ def cuda_base_tag(spec: EnvSpec, python: str, base_image: str, parts: LockParts)
     return f"{CUDA_BASE_REPO}:{spec.cuda}-py{python}-{os_slug(base_image)}-{parts.cuda_sha256[:8]}"
 
 
-def app_tags(target: Target, lock_sha256: str) -> tuple[str, str]:
+def app_tags(target: Target, lock_sha256: str, repo: str | None = None) -> tuple[str, str]:
     """A moving tag per target and an immutable one per lock content."""
-    repo = f"sdenv/{target.env}"
+    repo = repo or f"sdenv/{target.env}"
     return f"{repo}:py{target.python}", f"{repo}:py{target.python}-{lock_sha256[:12]}"
 
 
@@ -345,6 +345,7 @@ def run_build(
     log: TextIO,
     on_step: Callable[[str], None] | None = None,
     tag: str | None = None,
+    nocache: bool = False,
 ) -> BuildOutcome:
     """``docker build`` through the SDK (classic builder), host network, output streamed.
 
@@ -361,6 +362,7 @@ def run_build(
         stream = client.api.build(
             path=str(context),
             tag=tag,
+            nocache=nocache,
             rm=True,
             forcerm=True,
             decode=True,
@@ -554,6 +556,8 @@ class BuildRequest:
     smoke_command: tuple[str, ...] = ("smoke", "--json")
     sdenv_wheel: Path | None = None
     check_lock: bool = True
+    nocache: bool = False  # cold build: every step runs again (benchmarks)
+    repository: str | None = None  # default sdenv/<env>; benchmarks tag elsewhere
 
 
 def choose_base(client: Any, base: str | None, python: str | None) -> str:
@@ -645,6 +649,7 @@ def build_cuda_base(
     transport_addr: str,
     log: TextIO,
     on_step: Callable[[str], None] | None = None,
+    nocache: bool = False,
 ) -> tuple[str, BuildOutcome]:
     tag = cuda_base_tag(spec, python, base, parts)
     with tempfile.TemporaryDirectory(prefix="sdenv-ctx-") as tmp:
@@ -675,6 +680,7 @@ def build_cuda_base(
             log,
             on_step,
             tag=tag,
+            nocache=nocache,
         )
     return tag, outcome
 
@@ -767,7 +773,7 @@ def build_image(
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / "build.log"
     summary_path = out_dir / "summary.json"
-    tags = list(app_tags(target, lock_sha256))
+    tags = list(app_tags(target, lock_sha256, req.repository))
     labels = app_labels(spec, target, lock, lock_sha256, base)
 
     with (
@@ -778,7 +784,7 @@ def build_image(
         with partial.open("w", encoding="utf-8") as log:
             log.write(f"# sdenv image build {target.slug} from {lock_path} ({lock_sha256})\n")
             cuda_tag, _ = build_cuda_base(
-                client, spec, target.python, base, parts, transport_addr, log, on_step
+                client, spec, target.python, base, parts, transport_addr, log, on_step, req.nocache
             )
             ctx = Path(tmp)
             wheel = req.sdenv_wheel or build_sdenv_wheel(ctx / "dist")
@@ -804,7 +810,9 @@ def build_image(
                     },
                 )
             )
-            outcome = run_build(client, ctx, {"SDENV_TRANSPORT": transport_addr}, log, on_step)
+            outcome = run_build(
+                client, ctx, {"SDENV_TRANSPORT": transport_addr}, log, on_step, nocache=req.nocache
+            )
             smoke_gpu = req.gpu and _engine_has_gpu(client)
             command = [*req.smoke_command, *(["--gpu"] if smoke_gpu else [])]
             smoke = _smoke(client, outcome.image_id, command, smoke_gpu)
