@@ -182,7 +182,8 @@ def test_transport_is_served_on_localhost_and_only_while_building(tmp_path: Path
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
     transport = im.Transport(ca, "https://u:tok@idx.example/simple", ("https://b.example/s",))
-    with im.serve_transport(transport) as addr:
+    # _serve, not serve_transport: that one first waits for any running build's turn.
+    with im._serve(transport.files()) as addr:
         assert addr.startswith("127.0.0.1:")
         got = urllib.request.urlopen(f"http://{addr}/ca.pem", timeout=5).read()
         assert got == ca.read_bytes()
