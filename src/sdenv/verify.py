@@ -1,16 +1,17 @@
 """``sdenv verify``: one verdict for a GPU box or an image, with every reason.
 
 Four parts, in this order, each pass / fail / skip with its reasons:
-1. probe - GPU, driver, arch, FP8 verdict (``sdenv.probe``), before anything loads a model;
+1. probe - GPU, driver, arch, FP8 verdict (``sdenv.probe``), before the model check loads;
 2. drift - installed distributions against the lock, files against their RECORD (``sdenv.drift``);
 3. smoke - functional checks of the stack (``sdenv.smoke``);
 4. model - a tiny SD3.5-shaped pipeline made on the spot (``sdenv.tinymodel``), loaded by the
    deployment loader (``sdenv.generate``) in the FP8 mode the probe chose, two steps run: finite
    image, FP8 storage where the mode says so, timings.
 
-Parts 2-4 are independent subprocesses of the target interpreter, so they run concurrently after
-the probe. Exit 0 only when every required part passes; a part skipped for a reason (no GPU, no
-lock) is shown as skipped and fails the verdict only with ``fail_on_skip``.
+Parts 2-4 are subprocesses of the target interpreter and run concurrently: drift and smoke from
+the start, the model check as soon as the probe has chosen its mode. Exit 0 only when every
+required part passes; a part skipped for a reason (no GPU, no lock) is shown as skipped and fails
+the verdict only with ``fail_on_skip``.
 """
 
 from __future__ import annotations
@@ -342,10 +343,6 @@ def verify(
         from sdenv.lockfile import read_lockfile
 
         read_lockfile(lock)  # raises the one-line "no such lockfile; create it with ..." error
-    probe, probe_report = probe_part(target)
-    if on_part:
-        on_part(probe)
-    mode, why = model_mode(probe_report)
     exe = target or sys.executable
 
     def guarded(name: str, fn: Callable[[], Part]) -> Part:
@@ -361,19 +358,24 @@ def verify(
             on_part(part)
         return part
 
+    # The probe decides the model check's FP8 mode, so it runs before the model loads; drift and
+    # smoke do not depend on it and start at once (smoke is the longest part: on an H200 it sets
+    # the verdict's time).
     with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = [
-            pool.submit(
-                guarded, "drift", lambda: drift_part(target, lock, check_files=check_files)
-            ),
-            pool.submit(
-                guarded, "smoke", lambda: smoke_part(target, gpu=gpu, timeout=smoke_timeout)
-            ),
-            pool.submit(
-                guarded, "model", lambda: model_part(exe, mode, why, model, timeout=model_timeout)
-            ),
-        ]
-        parts = [probe, *(f.result() for f in futures)]
+        drift_f = pool.submit(
+            guarded, "drift", lambda: drift_part(target, lock, check_files=check_files)
+        )
+        smoke_f = pool.submit(
+            guarded, "smoke", lambda: smoke_part(target, gpu=gpu, timeout=smoke_timeout)
+        )
+        probe, probe_report = probe_part(target)
+        if on_part:
+            on_part(probe)
+        mode, why = model_mode(probe_report)
+        model_f = pool.submit(
+            guarded, "model", lambda: model_part(exe, mode, why, model, timeout=model_timeout)
+        )
+        parts = [probe, drift_f.result(), smoke_f.result(), model_f.result()]
     ok, failed = verdict(parts, fail_on_skip)
     return VerifyResult(
         ok=ok,
