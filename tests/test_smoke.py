@@ -305,6 +305,15 @@ def test_target_script_imports_no_sdenv() -> None:
     assert set(CHECK_NAMES) <= set(target.CHECKS)
 
 
+def test_relative_python_path_keeps_the_venv(monkeypatch: pytest.MonkeyPatch) -> None:
+    venv_bin = Path(sys.executable).parent
+    monkeypatch.chdir(venv_bin.parent)
+    report = run_smoke(f"{venv_bin.name}/{Path(sys.executable).name}", checks=["torch"])
+    assert report.ok
+    assert report.python == sys.executable  # absolute, symlink not resolved
+    assert report.facts["executable"] == sys.executable
+
+
 def test_unknown_check_and_bad_python() -> None:
     with pytest.raises(UsageError, match="unknown smoke check nope"):
         run_smoke(checks=["nope"])

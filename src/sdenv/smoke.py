@@ -602,13 +602,13 @@ def _select(only: Sequence[str] | None) -> list[CheckSpec]:
 def _resolve_python(python: Path | str | None) -> str:
     if python is None:
         return sys.executable
-    path = Path(python)
     found = shutil.which(str(python)) if os.sep not in str(python) else None
-    if found:
-        return found
+    path = Path(found or python)
     if not path.exists():
         raise SmokeError(f"--python {python}: no such interpreter; pass a venv's bin/python")
-    return str(path)
+    # Absolute (checks run in a temp dir) but not resolved: a venv's python is a symlink whose
+    # target would run outside the venv.
+    return os.path.abspath(path)
 
 
 def run_smoke(
