@@ -2,7 +2,8 @@
 # sdenv bench on the lent GPU box (device tool), SD3.5 Large transformer, random weights.
 # Stages by priority, each bounded so the whole call ends inside its 10-minute limit; every
 # stage writes the JSON report of `sdenv bench --output` under $OUT.
-#   bash benchmarks/device_bench.sh [STAGE...]   (stages: main cudnn tensor tuned noacc full eager)
+#   bash benchmarks/device_bench.sh [STAGE...]   (stages: main cudnn tensor tuned
+#   noacc full medium eager)
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/bench-out}
@@ -35,6 +36,8 @@ for stage in "${@:-main cudnn tensor}"; do
                --modes bf16,fp8-native ;;
       noacc) bench large-compiled-nofastaccum --compile --no-fast-accum --modes fp8-native ;;
       full) bench large-compiled-full --compile --compile-scope full --modes bf16,fp8-native ;;
+      medium) bench medium-compiled --model medium --compile --profile \
+                --modes bf16,fp8-emulated,fp8-native ;;
       eager) bench large-eager --modes bf16,fp8-emulated,fp8-native ;;
       *) echo "unknown stage $s" ;;
     esac

@@ -236,7 +236,14 @@ def test_worker_timeout_is_a_result_not_a_crash(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["h200-large-compiled.json", "h200-large-compiled-tuned.json", "h200-large-eager.json"]
+    "name",
+    [
+        "h200-large-compiled.json",
+        "h200-large-compiled-tuned.json",
+        "h200-large-compiled-full.json",
+        "h200-large-eager.json",
+        "h200-medium-compiled.json",
+    ],
 )
 def test_recorded_h200_reports_are_consistent(repo: Path, name: str) -> None:
     """The committed device reports: medians are those of their timings, ratios and the
