@@ -202,11 +202,9 @@ def check_xformers(mode: str) -> dict[str, Any]:
     exc = cpp_lib._cpp_library_load_exception
     if exc is not None:
         # xformers only warns; the loader's own error ("undefined symbol: ...") is the cause.
-        cause = exc.__cause__ or exc
-        first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
         raise CheckFailed(
             f"xformers {xformers.__version__} C++ extension did not load: built for torch "
-            f"{built_torch}, running torch {torch.__version__}: {type(cause).__name__}: {first}",
+            f"{built_torch}, running torch {torch.__version__}: {_causes(exc.__cause__ or exc)}",
             facts,
         )
     same = built_torch is not None and built_torch.split("+")[0] == torch.__version__.split("+")[0]
@@ -216,6 +214,20 @@ def check_xformers(mode: str) -> dict[str, Any]:
         f"(torch {torch.__version__}){note}",
         "facts": facts,
     }
+
+
+def _causes(exc: BaseException) -> str:
+    """The chain of causes, outermost first: torch.ops.load_library (2.11) wraps the dlopen
+    error ("undefined symbol", "cannot open shared object file") in its own OSError."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(parts) < 4:
+        seen.add(id(current))
+        text = " ".join(str(current).split())
+        parts.append(f"{type(current).__name__}: {text}"[:400])
+        current = current.__cause__ or current.__context__
+    return "; caused by ".join(parts)
 
 
 def check_diffusers(mode: str) -> dict[str, Any]:
@@ -303,6 +315,7 @@ def check_fp8_dtypes(mode: str) -> dict[str, Any]:
         raise CheckFailed(f"torch {torch.__version__} lacks {', '.join(missing)} (needs >= 2.1)")
     facts: dict[str, Any] = {}
     parts = []
+    device = _device(mode)
     for name, (mantissa, fmax, min_normal) in FP8_FORMATS.items():
         dtype = getattr(torch, name)
         info = torch.finfo(dtype)
@@ -323,6 +336,9 @@ def check_fp8_dtypes(mode: str) -> dict[str, Any]:
         # Out of range: e4m3fn has no inf, so a plain cast cannot saturate; report what it does.
         big = torch.tensor([fmax * 4, -fmax * 4, float("inf")], dtype=torch.float32)
         plain = [_fmt(v) for v in big.to(dtype).to(torch.float32).tolist()]
+        if device == "cuda":  # CUDA's cast kernel may differ from the CPU one: report both
+            on_gpu = big.to(device).to(dtype).to(torch.float32).tolist()
+            facts.setdefault("cuda_plain_cast", {})[name] = [_fmt(v) for v in on_gpu]
         saturated = [_fmt(v) for v in big.clamp(-fmax, fmax).to(dtype).to(torch.float32).tolist()]
         if saturated != [_fmt(fmax), _fmt(-fmax), _fmt(fmax)]:
             raise CheckFailed(f"{name} saturating (clamp) cast gave {saturated}, expected +-{fmax}")
@@ -336,6 +352,14 @@ def check_fp8_dtypes(mode: str) -> dict[str, Any]:
         parts.append(
             f"{name.replace('float8_', '')}: round trip {rel:.3g} <= {bound:g}, "
             f"plain cast of [4max,-4max,inf] -> [{', '.join(plain)}], clamp -> +-{fmax:g}"
+        )
+    if "cuda_plain_cast" in facts:
+        parts.append(
+            "on CUDA plain cast -> "
+            + ", ".join(
+                f"{k.replace('float8_', '')} [{', '.join(v)}]"
+                for k, v in facts["cuda_plain_cast"].items()
+            )
         )
     return {"detail": "; ".join(parts), "facts": facts}
 
