@@ -4,6 +4,10 @@
 # stage writes the JSON report of `sdenv bench --output` under $OUT.
 #   bash benchmarks/device_bench.sh [STAGE...]   (stages: main cudnn tensor tuned
 #   noacc full medium eager)
+# Needs the wheels the device lacks in .carry/bench (carry that folder with the call):
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .carry/bench \
+#     diffusers==0.42.1 torchao==0.18.0
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/bench-out}

@@ -93,6 +93,9 @@ def test_plan_modes_cpu_and_missing_packages() -> None:
     assert all("diffusers is not installed" in (r or "") for r in no_diffusers.values())
     old = plan_modes(["fp8-emulated"], {**H200_ENV, "layerwise_casting": False})
     assert "diffusers >= 0.33" in (old["fp8-emulated"] or "")
+    full_size = plan_modes(["bf16", "fp8-emulated"], CPU_ENV, cpu_model="large")
+    assert all((r or "").startswith("no CUDA GPU: SD3.5 large") for r in full_size.values())
+    assert plan_modes(["bf16"], H200_ENV, cpu_model="large") == {"bf16": None}
     unsupported = plan_modes(["fp8-emulated"], {**T4_ENV, "fp8_verdict": "unsupported"})
     assert "unsupported" in (unsupported["fp8-emulated"] or "")
 

@@ -178,8 +178,12 @@ def summarize(samples: Sequence[float]) -> Stats:
     return Stats(len(xs), statistics.median(xs), q1, q3, xs[0], xs[-1])
 
 
-def plan_modes(requested: Sequence[str], env: Mapping[str, Any]) -> dict[str, str | None]:
+def plan_modes(
+    requested: Sequence[str], env: Mapping[str, Any], cpu_model: str | None = None
+) -> dict[str, str | None]:
     """Which requested modes may run here: mode -> None (run) or the reason it is skipped.
+
+    ``cpu_model`` names a full-size model (large/medium) that must not be run on the CPU.
 
     ``env`` is what the info worker reported (see ``_bench_worker.info``): ``diffusers``,
     ``cuda_available``, ``fp8_verdict`` (native | emulated | unsupported | None without a GPU),
@@ -193,6 +197,11 @@ def plan_modes(requested: Sequence[str], env: Mapping[str, Any]) -> dict[str, st
             reason = "diffusers is not installed (pip install 'diffusers>=0.33')"
         elif not env.get("torch"):
             reason = "torch is not installed"
+        elif cpu_model and not env.get("cuda_available"):
+            reason = (
+                f"no CUDA GPU: SD3.5 {cpu_model} on the CPU takes minutes per step;"
+                " run on a GPU box, or give --model a folder with a small config"
+            )
         elif mode == "fp8-emulated":
             if not env.get("has_float8"):
                 reason = "this torch has no float8_e4m3fn dtype (needs torch >= 2.1)"
@@ -453,7 +462,7 @@ def run_bench(
     info = dict(env) if env is not None else environment(python)
     # bf16 first: its output is the reference the FP8 modes are compared against.
     order = sorted(dict.fromkeys(config.modes), key=lambda m: m != BASELINE)
-    plan = plan_modes(order, info)
+    plan = plan_modes(order, info, cpu_model=None if model["path"] else model["name"])
     results: list[ModeResult] = []
     with tempfile.TemporaryDirectory(prefix="sdenv-bench-") as tmp:
         workdir = Path(tmp)
