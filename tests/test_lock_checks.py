@@ -109,6 +109,7 @@ def test_rules_before_resolve_only_when_every_torch_candidate_matches() -> None:
     assert {r.id for r in only_24} == {
         "diffusers-torch-accelerator",
         "transformers5-needs-torch-2.6",
+        "torchao-0.12-needs-newer-torch",
     }
     assert checks.rules_before_resolve(rules, ["2.5.0", "2.6.99"]) == []  # spans 2.6
     assert checks.rules_before_resolve(rules, []) == []  # unknown index: after resolving only

@@ -357,7 +357,14 @@ def constraints_from_header(lock: Lockfile) -> list[tuple[str, str]]:
 # --- the proof in a venv -------------------------------------------------------------------------
 
 
-def prove(spec: EnvSpec, target: Target, lock: Lockfile, opts: LockOptions, workdir: Path) -> Proof:
+def prove(
+    spec: EnvSpec,
+    target: Target,
+    lock: Lockfile,
+    opts: LockOptions,
+    workdir: Path,
+    only: Sequence[str] | None = None,
+) -> Proof:
     arch = target.uv_platform.split("-", 1)[0]
     if not sys.platform.startswith("linux") or platform.machine() != arch:
         return Proof("unverified", f"this machine is not {target.platform}")
@@ -377,7 +384,7 @@ def prove(spec: EnvSpec, target: Target, lock: Lockfile, opts: LockOptions, work
     except SdenvError as exc:
         return Proof("failed", f"install failed: {exc}", (ProofFailure("install", str(exc), ()),))
     opts.progress(f"{target.slug}: running the smoke checks in it")
-    return smoke_prover(vpy, opts.smoke_checks)
+    return smoke_prover(vpy, only or opts.smoke_checks)
 
 
 # --- --search: bisect the culprit ----------------------------------------------------------------
@@ -433,14 +440,15 @@ def search_fix(
             )
 
             base = [c for c in checked.constraints if _req_name(c[0]) != name]
-
-            seen: dict[Version, tuple[Checked, Proof]] = {}
+            checks_of = [f.check for f in proof.failures if name in f.culprits]
+            if "install" in checks_of:
+                continue  # not an import failure: nothing to bisect
 
             def probe(
                 v: Version,
                 name: str = name,
                 base: list[tuple[str, str]] = base,
-                seen: dict[Version, tuple[Checked, Proof]] = seen,
+                only: list[str] = checks_of,
             ) -> bool:
                 trial = Inputs(inputs.requirements, [*base, (f"{name}=={v}", "--search probe")])
                 try:
@@ -450,9 +458,10 @@ def search_fix(
                 if not c.ok:
                     return False
                 lock = build_lockfile(spec, target, c, Proof("unverified", "probe"))
-                p = prove(spec, target, lock, opts, workdir / f"probe-{name}-{v}")
-                shutil.rmtree(workdir / f"probe-{name}-{v}", ignore_errors=True)
-                seen[v] = (c, p)
+                work = workdir / f"probe-{name}-{v}"
+                # Only the checks this culprit failed (the smoke adds their prerequisites).
+                p = prove(spec, target, lock, opts, work, only)
+                shutil.rmtree(work, ignore_errors=True)
                 # Judged on this culprit alone: other packages may still fail in this round.
                 return p.status != "unverified" and not any(name in f.culprits for f in p.failures)
 
@@ -491,12 +500,9 @@ def search_fix(
                 ],
             )
             checked = resolve_and_check(spec, target, new_inputs, opts, rules)
-            probed = seen.get(versions[best])
-            if probed and probed[0].resolution.pins == checked.resolution.pins:
-                proof = probed[1]  # the same set was proven by the probe: no second install
-            else:
-                lock = build_lockfile(spec, target, checked, Proof("unverified", "search"))
-                proof = prove(spec, target, lock, opts, workdir / f"round-{round_}")
+            # The probes ran only this culprit's checks: the bounded set gets the full proof.
+            lock = build_lockfile(spec, target, checked, Proof("unverified", "search"))
+            proof = prove(spec, target, lock, opts, workdir / f"round-{round_}")
             progressed = True
             break
         if not progressed:
@@ -563,7 +569,7 @@ def lock_target(spec: EnvSpec, target: Target, opts: LockOptions) -> TargetResul
     result.resolve_seconds = checked.resolution.seconds
     result.pins = checked.resolution.versions()
     result.checks = checked.checks
-    result.changes = _changes(old.versions() if old else {}, result.pins)
+    result.changes = _changes(old.versions(), result.pins) if old else []
     result.constraints = [f"{c} ({why})" for c, why in checked.constraints]
     if not checked.ok:
         bad = [c for c in checked.checks if not c.ok]
@@ -584,7 +590,7 @@ def lock_target(spec: EnvSpec, target: Target, opts: LockOptions) -> TargetResul
                 result.learned = [r.to_toml() for r in learned]
                 result.pins = checked.resolution.versions()
                 result.checks = checked.checks
-                result.changes = _changes(old.versions() if old else {}, result.pins)
+                result.changes = _changes(old.versions(), result.pins) if old else []
                 result.constraints = [f"{c} ({why})" for c, why in checked.constraints]
             shutil.rmtree(work, ignore_errors=True)
     result.proof = proof

@@ -33,6 +33,13 @@ def register(sub: Any) -> None:
         "--upgrade-package", action="append", default=[], metavar="NAME", help="let NAME move"
     )
     p.add_argument("--python", action="append", default=[], help="only these target Pythons")
+    p.add_argument(
+        "--rules",
+        type=Path,
+        metavar="FILE",
+        help="known-incompatibility rules to apply instead of the shipped data/rules.toml "
+        "(an empty file: none, e.g. to see what --search learns)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable result on stdout")
     p.set_defaults(func=run)
 
@@ -45,6 +52,14 @@ def run(args: argparse.Namespace) -> int:
     names = args.envs or [DEFAULT_ENV]
     # Every spec is validated before anything runs: a bad one writes nothing at all.
     specs = [load_spec(n, args.envs_dir) for n in names]
+    rules = None
+    if args.rules is not None:
+        from sdenv.checks import RulesError, parse_rules
+
+        try:
+            rules = tuple(parse_rules(args.rules.read_text(encoding="utf-8"), str(args.rules)))
+        except OSError as exc:
+            raise RulesError(f"{args.rules}: cannot read the rules file ({exc.strerror})") from None
     results: list[core.TargetResult] = []
     with err.status("locking") as status:
         opts = core.LockOptions(
@@ -54,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
             search=args.search,
             upgrade=args.upgrade,
             upgrade_packages=tuple(args.upgrade_package),
+            rules=rules,
             progress=lambda msg: status.update(msg),
         )
         for spec in specs:
