@@ -296,3 +296,19 @@ def test_runs_on_one_env_are_serialised(index: str, tmp_path: Path) -> None:
     held.release()
     worker.join(60)
     assert [r.status for r in results] == ["written"]
+
+
+def test_cli_bad_rules_file_exits_2_and_writes_nothing(
+    index: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_spec(tmp_path, index)
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[rules]]\nid = "x"\nwhen = { torch = "<2.6" }\nrequire = { diffusers = "<<1" }\n'
+    )
+    locks = tmp_path / "locks"
+    code = main(["lock", str(path), "--lock-dir", str(locks), "--rules", str(rules)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert "rules[0].require.diffusers: bad range '<<1'" in err
+    assert not locks.exists()
