@@ -27,31 +27,48 @@ def _lock(*names: str) -> object:
     )
 
 
-def test_split_lock_puts_cuda_torch_and_rest_in_their_layers() -> None:
+def test_split_lock_puts_cuda_torch_deps_and_app_in_their_layers() -> None:
     lock = _lock(
-        "torch", "triton", "nvidia-cublas-cu12", "cuda-bindings", "diffusers", "rich", "sdenv"
+        "torch",
+        "triton",
+        "nvidia-cublas-cu12",
+        "cuda-bindings",
+        "diffusers",
+        "rich",
+        "sdenv",
+        "xformers",
+        "numpy",
     )
-    parts = im.split_lock(lock)  # type: ignore[arg-type]
+    parts = im.split_lock(lock, ["Diffusers", "torch", "xformers"])  # type: ignore[arg-type]
     assert [p.name for p in parts.cuda] == ["cuda-bindings", "nvidia-cublas-cu12"]
     assert [p.name for p in parts.torch] == ["torch", "triton"]
+    # xformers follows torch's version, so it sits with the stable dependencies, not the app.
+    assert [p.name for p in parts.deps] == ["numpy", "rich", "xformers"]
+    assert [p.name for p in parts.app] == ["diffusers"]
     # sdenv comes from the wheel of this checkout, never from the lock.
-    assert [p.name for p in parts.rest] == ["diffusers", "rich"]
+    assert all(
+        p.name != "sdenv" for part in (parts.cuda, parts.torch, parts.deps, parts.app) for p in part
+    )
 
 
-def test_a_small_pin_change_leaves_cuda_and_torch_parts_byte_identical() -> None:
-    before = im.split_lock(_lock("torch", "nvidia-cublas-cu12", "diffusers"))  # type: ignore[arg-type]
+def test_a_small_pin_change_leaves_every_lower_part_byte_identical() -> None:
+    names = ["diffusers"]
+    before = im.split_lock(_lock("torch", "nvidia-cublas-cu12", "numpy", "diffusers"), names)  # type: ignore[arg-type]
     after_lock = make_lockfile(
         [],
         [
             Pin("torch", "1.0", (H,)),
             Pin("nvidia-cublas-cu12", "1.0", (H,)),
+            Pin("numpy", "1.0", (H,)),
             Pin("diffusers", "2.0", (H,)),
         ],
     )
-    after = im.split_lock(after_lock)
-    assert im.render_requirements(before.cuda) == im.render_requirements(after.cuda)
-    assert im.render_requirements(before.torch) == im.render_requirements(after.torch)
-    assert im.render_requirements(before.rest) != im.render_requirements(after.rest)
+    after = im.split_lock(after_lock, names)
+    for part in ("cuda", "torch", "deps"):
+        assert im.render_requirements(getattr(before, part)) == im.render_requirements(
+            getattr(after, part)
+        )
+    assert im.render_requirements(before.app) != im.render_requirements(after.app)
     assert before.cuda_sha256 == after.cuda_sha256
 
 
@@ -81,8 +98,8 @@ def test_templates_fill_every_placeholder() -> None:
     app = im.render_template("app.Dockerfile", values)
     lines = [ln for ln in app.splitlines() if ln and not ln.startswith("#")]
     runs = [ln for ln in lines if ln.startswith("RUN ")]
-    # torch before the rest before sdenv: the heavy stable layer is reused by small pin changes.
-    assert [r.rsplit("/", 1)[1] for r in runs] == ["torch.txt", "rest.txt", "sdenv.txt"]
+    # Heavy and stable first: a small pin change reuses every layer below its own.
+    assert [r.rsplit("/", 1)[1] for r in runs] == ["torch.txt", "deps.txt", "app.txt", "sdenv.txt"]
     assert 'ENTRYPOINT ["sdenv"]' in lines and 'CMD ["verify"]' in lines
     assert "USER sdenv" in lines
     # No secret-bearing build argument: only the transport address is an ARG.

@@ -278,8 +278,8 @@ def test_rebuild_reuses_cuda_and_torch_layers_after_a_small_pin_change(
     result = im.build_image(changed, client)
     log = Path(result.log).read_text()
     torch_step = log.split("sdenv-install /opt/sdenv/lock/torch.txt", 1)[1][:200]
-    rest_step = log.split("sdenv-install /opt/sdenv/lock/rest.txt", 1)[1][:200]
-    assert "Using cache" in torch_step and "Using cache" not in rest_step
+    deps_step = log.split("sdenv-install /opt/sdenv/lock/deps.txt", 1)[1][:200]
+    assert "Using cache" in torch_step and "Using cache" not in deps_step
     assert result.new_layer_bytes < 50_000_000
     client.images.remove(result.tags[1])  # keep built's tags for the other tests
 
@@ -321,3 +321,18 @@ def test_python_mismatch_missing_base_and_stale_lock_fail_before_building(
     with pytest.raises(im.LockStale, match="stale, made from another version"):
         im.build_image(replace(request_, lock_path=stale), client)
     assert {i.id for i in client.images.list(all=True)} == before
+
+
+def test_a_base_without_python_is_a_clear_error(request_: im.BuildRequest, client: Any) -> None:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo("etc/os-release")
+        data = b"ID=empty\n"
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    client.api.import_image_from_data(raw.getvalue(), repository=f"sdenv/{ENV}-nopy", tag="1")
+    try:
+        with pytest.raises(im.BaseImageMissing, match="has no usable python3 with venv"):
+            im.build_image(replace(request_, base=f"sdenv/{ENV}-nopy:1"), client)
+    finally:
+        client.images.remove(f"sdenv/{ENV}-nopy:1", force=True)

@@ -6,7 +6,8 @@ Three images stack up:
   ``sdenv/base:bookworm`` made here from Debian packages (debootstrap + import), with no registry;
 * a CUDA base per (CUDA variant, Python, OS): a venv holding the nvidia-* wheels the lock pins,
   plus the NVIDIA container environment, shared by every app image of that CUDA;
-* an app image per lock target: torch, then the rest of the lock, then sdenv itself.
+* an app image per lock target: torch, then the rest of the lock (their dependencies, then the
+  libraries the env names, whose pins move most), then sdenv itself.
 
 Every install comes from the lock (``--require-hashes --no-deps --only-binary :all:``), so a build
 resolves nothing. Builds and runs use the host network only: bridge networks need private address
@@ -32,10 +33,12 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+
+from packaging.utils import canonicalize_name
 
 from sdenv import __version__
 from sdenv._fs import write_atomic
@@ -117,22 +120,28 @@ def connect(timeout: int = 600) -> Any:
 class LockParts:
     cuda: tuple[Pin, ...]
     torch: tuple[Pin, ...]
-    rest: tuple[Pin, ...]
+    deps: tuple[Pin, ...]
+    app: tuple[Pin, ...]
 
     @property
     def cuda_sha256(self) -> str:
         return hashlib.sha256(render_requirements(self.cuda).encode()).hexdigest()
 
 
-def split_lock(lock: Lockfile) -> LockParts:
-    """nvidia-* wheels (the CUDA base), torch and triton (one layer), everything else.
+def split_lock(lock: Lockfile, app_names: Iterable[str] = ()) -> LockParts:
+    """nvidia-*/cuda-* wheels (the CUDA base), torch and triton, their dependencies, the app.
 
-    sdenv itself is left out: the app image installs the wheel built from this checkout.
+    ``app_names`` are the libraries the env names (diffusers, transformers, ...): the pins that
+    move most get the last layer, so bumping one rebuilds only it (torch's own dependencies and
+    xformers stay in ``deps``). sdenv is left out: the image installs the wheel of this checkout.
     """
+    app_set = {canonicalize_name(n) for n in app_names} - _TORCH_LAYER - {"xformers"}
     cuda = tuple(p for p in lock.pins if p.name.startswith(("nvidia-", "cuda-")))
     torch = tuple(p for p in lock.pins if p.name in _TORCH_LAYER)
-    rest = tuple(p for p in lock.pins if p not in cuda and p not in torch and p.name != "sdenv")
-    return LockParts(cuda, torch, rest)
+    others = [p for p in lock.pins if p not in cuda and p not in torch and p.name != "sdenv"]
+    app = tuple(p for p in others if p.name in app_set)
+    deps = tuple(p for p in others if p.name not in app_set)
+    return LockParts(cuda, torch, deps, app)
 
 
 def render_requirements(pins: Sequence[Pin]) -> str:
@@ -421,15 +430,24 @@ def image_python(client: Any, ref: str) -> str:
     label = (image.labels or {}).get(f"{LABEL_PREFIX}.python")
     if label:
         return str(label)
-    out = client.containers.run(
-        ref,
-        ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-        entrypoint=[],
-        network_mode="none",
-        remove=True,
-        stdout=True,
-        stderr=True,
-    )
+    from docker.errors import DockerException
+
+    try:
+        out = client.containers.run(
+            ref,
+            ["python3", "-c", "import sys, venv; print('%d.%d' % sys.version_info[:2])"],
+            entrypoint=[],
+            network_mode="none",
+            remove=True,
+            stdout=True,
+            stderr=True,
+        )
+    except DockerException as exc:
+        reason = str(getattr(exc, "explanation", None) or exc).strip().splitlines()[-1][:160]
+        raise BaseImageMissing(
+            f"base image {ref} has no usable python3 with venv ({reason}); pick a base with "
+            "Python and its venv module (python:X.Y-slim, or `sdenv image base --bootstrap`)"
+        ) from None
     return str(out.decode().strip())
 
 
@@ -767,7 +785,7 @@ def build_image(
         )
     if req.check_lock:
         check_lock_fresh(spec, lock)
-    parts = split_lock(lock)
+    parts = split_lock(lock, spec.requirements)
 
     out_dir = req.out_dir / target.slug
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -790,7 +808,8 @@ def build_image(
             wheel = req.sdenv_wheel or build_sdenv_wheel(ctx / "dist")
             shutil.copy(wheel, ctx / wheel.name)
             (ctx / "torch.txt").write_text(render_requirements(parts.torch))
-            (ctx / "rest.txt").write_text(render_requirements(parts.rest))
+            (ctx / "deps.txt").write_text(render_requirements(parts.deps))
+            (ctx / "app.txt").write_text(render_requirements(parts.app))
             (ctx / "sdenv.txt").write_text(
                 f"sdenv @ file:///opt/sdenv/wheels/{wheel.name} "
                 f"--hash=sha256:{_sha256_file(wheel)}\n"
@@ -910,7 +929,14 @@ def build_base(
             (out_dir / f"cuda-base-{spec.cuda}-py{target.python}.log").open("w") as log,
         ):
             tag, outcome = build_cuda_base(
-                client, spec, target.python, base, split_lock(lock), addr, log, on_step
+                client,
+                spec,
+                target.python,
+                base,
+                split_lock(lock, spec.requirements),
+                addr,
+                log,
+                on_step,
             )
         result.cuda_base, result.cuda_base_id = tag, outcome.image_id
         result.size = int(client.images.get(tag).attrs.get("Size", 0))
