@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 from pathlib import Path
@@ -21,10 +22,18 @@ from sdenv.smoke import SmokeReport, run_smoke
 
 def bench(python: str, repeat: int, workers: int | None) -> dict[str, object]:
     runs: list[SmokeReport] = []
+    cpu: list[float] = []
     for i in range(repeat):
+        # CPU seconds of the check processes: a figure the shared box's load does not inflate.
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         report = run_smoke(python, gpu=False, workers=workers)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
         runs.append(report)
-        print(f"  run {i + 1}: {report.seconds:.1f} s, ok={report.ok}", file=sys.stderr)
+        print(
+            f"  run {i + 1}: {report.seconds:.1f} s wall, {cpu[-1]:.1f} s CPU, ok={report.ok}",
+            file=sys.stderr,
+        )
     median = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
     return {
         "python": median.python,
@@ -32,6 +41,8 @@ def bench(python: str, repeat: int, workers: int | None) -> dict[str, object]:
         "ok": median.ok,
         "runs_s": [round(r.seconds, 2) for r in runs],
         "median_s": round(statistics.median(r.seconds for r in runs), 2),
+        "cpu_s": [round(c, 1) for c in cpu],
+        "load_avg_1m": round(os.getloadavg()[0], 1),
         "checks_s": {c.name: round(c.seconds, 2) for c in median.checks},
         "statuses": {c.name: c.status for c in median.checks},
     }

@@ -52,7 +52,8 @@ ABI = [WORKING, ["--no-deps", "--reinstall-package", "xformers", "xformers==0.0.
 
 def _venv(root: Path, name: str, steps: Sequence[Sequence[str]]) -> Path:
     """Build (once) a venv with ``uv pip install`` of each step; reuse it while steps match."""
-    key = hashlib.sha256(json.dumps([list(s) for s in steps]).encode()).hexdigest()[:12]
+    recipe = [["--compile-bytecode", *step] for step in steps]
+    key = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:12]
     dest = root / f"{name}-{key}"
     python = dest / "bin" / "python"
     done = dest / ".sdenv-smoke-complete"
@@ -63,9 +64,11 @@ def _venv(root: Path, name: str, steps: Sequence[Sequence[str]]) -> Path:
             if stale.is_dir():
                 shutil.rmtree(stale)
         python = create_venv(dest, "3.11")
-        for step in steps:
+        # Byte-compiled like a pip-built image: otherwise (uv's default, and with
+        # PYTHONDONTWRITEBYTECODE set) every check recompiles torch/diffusers from source.
+        for step in recipe:
             install(python, step)
-        done.write_text(json.dumps(steps))
+        done.write_text(json.dumps(recipe))
     return python
 
 

@@ -524,7 +524,6 @@ class _Raw:
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(
-        PYTHONDONTWRITEBYTECODE="1",
         PYTHONUNBUFFERED="1",
         PYTHONFAULTHANDLER="1",  # a segfault prints the Python stack on stderr
         HF_HUB_OFFLINE="1",  # a smoke test never downloads
