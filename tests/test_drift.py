@@ -64,13 +64,15 @@ def _venv(dest: Path, wheels: Path, *reqs: str) -> Path:
     return py
 
 
-def _lock(tmp: Path, wheels: Path, **versions: str) -> Path:
+def _lock(
+    tmp: Path, wheels: Path, header: tuple[tuple[str, str], ...] = (), **versions: str
+) -> Path:
     pins = []
     for name, version in versions.items():
         dist = name.replace("-", "_")
         pins.append(Pin(name, version, (_sha256(next(wheels.glob(f"{dist}-{version}-*.whl"))),)))
     path = tmp / "test.lock.txt"
-    write_lockfile(path, make_lockfile([("env", "drift-test")], pins))
+    write_lockfile(path, make_lockfile([("env", "drift-test"), *header], pins))
     return path
 
 

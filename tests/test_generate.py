@@ -167,3 +167,13 @@ def test_generate_cli_json(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFix
     summary = json.loads(capsys.readouterr().out)
     assert summary["image"] == str(out) and summary["mode"] == "off" and out.exists()
     assert main([*argv, "--fp8", "off", "--out", str(tmp_path / "x.jpg")]) == 2
+
+
+def test_model_check_on_a_given_model_dir(tiny: Path) -> None:
+    from sdenv.generate import model_check, parse_check_output
+
+    report = model_check("emulated", tiny, steps=1)
+    assert report["ok"] and report["fp8_ok"] and report["model"] == str(tiny)
+    assert report["timings"]["make_tiny_s"] == 0.0
+    assert parse_check_output('chatter\n{"ok": true}\n') == {"ok": True}
+    assert parse_check_output("Traceback ...\nKeyError: 'x'\n") is None

@@ -103,3 +103,16 @@ def test_verify_missing_lock_is_a_usage_error(
     assert main(["verify", "--lock", str(missing)]) == 2
     line = capsys.readouterr().err.strip()
     assert line == f"sdenv: error: {missing}: no such lockfile; create it with `sdenv lock`"
+
+
+def test_verify_table_and_python_mismatch(
+    tmp_path: Path,
+    wheels: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    py = _venv(tmp_path / "v", wheels, f"{DEMO}==1.0")
+    lock = _lock(tmp_path, wheels, (("python", "3.9"),), **{DEMO: "1.0"})
+    assert main(["verify", "--python", str(py), "--lock", str(lock)]) == 1
+    text = capsys.readouterr().out
+    assert "verdict: fail" in text
+    assert "drift: lock is for Python 3.9, this interpreter is 3." in text
