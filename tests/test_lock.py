@@ -312,3 +312,18 @@ def test_cli_bad_rules_file_exits_2_and_writes_nothing(
     assert code == 2 and err.count("\n") == 0
     assert "rules[0].require.diffusers: bad range '<<1'" in err
     assert not locks.exists()
+
+
+def test_cli_renders_a_failed_proof_as_one_error_line(
+    index: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The full smoke on the fake stack fails (its torch has no FP8 dtypes): nothing is written
+    # and the table, checks and error line render.
+    path = write_spec(tmp_path, index)
+    locks = tmp_path / "locks"
+    assert main(["lock", str(path), "--lock-dir", str(locks)]) == 1
+    captured = capsys.readouterr()
+    assert "failed" in captured.out and "xformers-abi" in captured.out
+    errors = [ln for ln in captured.err.splitlines() if ln.startswith("sdenv: error:")]
+    assert len(errors) == 1 and "import proof failed, lock not written" in errors[0]
+    assert not locks.exists()

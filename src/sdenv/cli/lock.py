@@ -90,8 +90,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _render(results: list[Any], *, check: bool) -> None:
     from rich.table import Table
+    from rich.text import Text
 
-    from sdenv.cli._output import err, error_line, out, status_style
+    from sdenv.cli._output import error_line, out, status_style
 
     table = Table(title="sdenv lock --check" if check else "sdenv lock")
     for col in ("target", "status", "proof", "resolver", "pins", "lockfile"):
@@ -100,8 +101,8 @@ def _render(results: list[Any], *, check: bool) -> None:
         proof = r.proof.status if not check else "-"
         table.add_row(
             r.target.slug,
-            f"[{status_style(_style(r.status))}]{r.status}[/]",
-            f"[{status_style(proof)}]{proof}[/]" if proof != "-" else "-",
+            Text(r.status, style=status_style(_style(r.status))),
+            Text(proof, style=status_style(_style(proof))),
             f"{r.resolver} {r.resolve_seconds:.1f}s" if r.resolver else "-",
             str(len(r.pins)),
             str(r.path),
@@ -116,7 +117,10 @@ def _render(results: list[Any], *, check: bool) -> None:
                 changes.add_row(name, old or "-", new or "-")
             out.print(changes)
         for c in r.checks:
-            out.print(f"  [{status_style(c.status)}]{c.status}[/] {c.name}: {c.detail}")
+            line = Text("  ")
+            line.append(c.status, style=status_style(c.status))
+            line.append(f" {c.name}: {c.detail}")
+            out.print(line)
         if r.learned:
             out.print(f"  learned rules for {r.target.slug} (append to src/sdenv/data/rules.toml):")
             for text in r.learned:
@@ -124,10 +128,15 @@ def _render(results: list[Any], *, check: bool) -> None:
     for r in results:
         if not r.ok and r.message:
             error_line(r.message)
-    del err
 
 
 def _style(status: str) -> str:
-    return {"written": "pass", "unchanged": "pass", "fresh": "pass", "planned": "skip"}.get(
-        status, "fail" if status in ("failed", "stale") else status
-    )
+    return {
+        "written": "pass",
+        "unchanged": "pass",
+        "fresh": "pass",
+        "passed": "pass",
+        "planned": "skip",
+        "failed": "fail",
+        "stale": "fail",
+    }.get(status, status)
