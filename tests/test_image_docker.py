@@ -336,3 +336,38 @@ def test_a_base_without_python_is_a_clear_error(request_: im.BuildRequest, clien
             im.build_image(replace(request_, base=f"sdenv/{ENV}-nopy:1"), client)
     finally:
         client.images.remove(f"sdenv/{ENV}-nopy:1", force=True)
+
+
+def test_bootstrapped_base_is_minimal_bookworm_with_python(os_base: str, client: Any) -> None:
+    image = client.images.get(os_base)
+    assert image.attrs["Size"] < 300_000_000  # minbase + python3: no apt caches or lists
+    out = client.containers.run(
+        os_base, ["cat", "/etc/os-release"], network_mode="none", remove=True
+    ).decode()
+    assert "VERSION_CODENAME=bookworm" in out
+    assert im.image_python(client, os_base) == "3.11"
+
+
+def test_cli_smoke_failure_is_one_line_exit_1_and_no_tag(
+    request_: im.BuildRequest,
+    client: Any,
+    wheels: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from sdenv.cli import main
+
+    lock = _write_lock(tmp_path / "cli.txt", wheels, drop="mdurl")
+    sha = hashlib.sha256(lock.read_bytes()).hexdigest()
+    args = ["image", "build", ENV, "--envs-dir", str(request_.envs_dir), "--lock", str(lock)]
+    args += ["--out-dir", str(tmp_path / "out"), "--index-url", request_.transport.index_url or ""]
+    args += ["--ca-bundle", str(request_.transport.ca_bundle), "--json"]
+    code = main(args)
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.out == ""  # no summary on stdout for a failed image
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith("sdenv: error: smoke test failed inside sha256:")
+    assert "torch: not-installed" in line and "no tag moved" in line
+    assert not im.image_exists(client, f"sdenv/{ENV}:py3.11-{sha[:12]}")
+    assert (tmp_path / "out" / f"{ENV}-py3.11-linux_x86_64" / "summary.json").is_file()
