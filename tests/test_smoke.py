@@ -328,6 +328,20 @@ def test_gpu_required_without_gpu_fails_and_relative_python(
     assert not report.ok
 
 
+def test_env_without_torch_fails_once_and_skips_the_rest(tmp_path: Path) -> None:
+    from sdenv.venv import create_venv
+
+    bare = create_venv(tmp_path / "bare", sys.executable)  # offline: pip/setuptools only
+    report = run_smoke(bare, gpu=False)
+    torch = report.check("torch")
+    assert torch.failure is not None
+    assert (torch.failure.kind, torch.failure.culprits) == ("not-installed", ["torch"])
+    rest = [c for c in report.checks if c.name != "torch"]
+    assert all(c.status == "skip" for c in rest)
+    assert report.check("diffusers").detail == "needs torch (failed)"
+    assert report.culprits == ["torch"]
+
+
 def test_unknown_check_and_bad_python() -> None:
     with pytest.raises(UsageError, match="unknown smoke check nope"):
         run_smoke(checks=["nope"])
