@@ -18,6 +18,7 @@ from sdenv.cli import main
 from sdenv.errors import UsageError
 from sdenv.smoke import (
     CHECK_NAMES,
+    CHECKS,
     TARGET_SCRIPT,
     SmokeError,
     SmokeReport,
@@ -310,6 +311,10 @@ def test_target_script_imports_no_sdenv() -> None:
     text = TARGET_SCRIPT.read_text()
     assert "import sdenv" not in text and "from sdenv" not in text
     assert set(CHECK_NAMES) <= set(target.CHECKS)
+    # Prerequisites exist and come first, so one pass of the scheduler resolves a chain.
+    for i, spec in enumerate(CHECKS):
+        for need in spec.needs + spec.needs_on_gpu:
+            assert need in CHECK_NAMES[:i], (spec.name, need)
 
 
 def test_gpu_required_without_gpu_fails_and_relative_python(

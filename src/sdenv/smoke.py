@@ -693,22 +693,28 @@ def _run_graph(
     running: dict[Future[_Raw], str] = {}
     with ThreadPoolExecutor(max_workers=n_workers) as pool:
         while pending or running:
-            for name, spec in list(pending.items()):
-                needs = [
-                    n for n in spec.needs + (spec.needs_on_gpu if use_gpu else ()) if n in names
-                ]
-                if any(n not in results for n in needs):
-                    continue
-                blocked = [n for n in needs if results[n].status != "pass"]
-                del pending[name]
-                if blocked:
-                    dep = results[blocked[0]]
-                    why = "failed" if dep.status == "fail" else f"skipped: {dep.detail}"
-                    results[name] = _skip(name, f"needs {dep.name} ({why})")
-                    continue
-                fut = pool.submit(_run_one, exe, script, name, use_gpu, timeout)
-                running[fut] = name
+            progressed = True
+            while progressed:  # skips can unblock further skips: repeat until nothing moves
+                progressed = False
+                for name, spec in list(pending.items()):
+                    needs = [
+                        n for n in spec.needs + (spec.needs_on_gpu if use_gpu else ()) if n in names
+                    ]
+                    if any(n not in results for n in needs):
+                        continue
+                    progressed = True
+                    del pending[name]
+                    blocked = [n for n in needs if results[n].status != "pass"]
+                    if blocked:
+                        dep = results[blocked[0]]
+                        why = "failed" if dep.status == "fail" else f"skipped: {dep.detail}"
+                        results[name] = _skip(name, f"needs {dep.name} ({why})")
+                        continue
+                    fut = pool.submit(_run_one, exe, script, name, use_gpu, timeout)
+                    running[fut] = name
             if not running:
+                if pending:  # unreachable with CHECKS' acyclic prerequisites; never spin
+                    raise RuntimeError(f"smoke checks never became ready: {sorted(pending)}")
                 continue
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
