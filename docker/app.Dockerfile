@@ -20,6 +20,7 @@ ENV SDENV_LOCK=/opt/sdenv/lock/@LOCK_NAME@ \
 USER sdenv
 WORKDIR /home/sdenv
 ENTRYPOINT ["sdenv"]
-CMD ["verify"]
+# verify checks the installed set against the lock baked in above (its default path is relative).
+CMD ["verify", "--lock", "/opt/sdenv/lock/@LOCK_NAME@"]
 # Last: labels carry the git revision, which changes more often than anything above.
 LABEL @LABELS@

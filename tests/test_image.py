@@ -100,7 +100,8 @@ def test_templates_fill_every_placeholder() -> None:
     runs = [ln for ln in lines if ln.startswith("RUN ")]
     # Heavy and stable first: a small pin change reuses every layer below its own.
     assert [r.rsplit("/", 1)[1] for r in runs] == ["torch.txt", "deps.txt", "app.txt", "sdenv.txt"]
-    assert 'ENTRYPOINT ["sdenv"]' in lines and 'CMD ["verify"]' in lines
+    assert 'ENTRYPOINT ["sdenv"]' in lines
+    assert 'CMD ["verify", "--lock", "/opt/sdenv/lock/l.txt"]' in lines
     assert "USER sdenv" in lines
     # No secret-bearing build argument: only the transport address is an ARG.
     assert [ln for ln in lines if ln.startswith("ARG ")] == ["ARG SDENV_TRANSPORT=t"]

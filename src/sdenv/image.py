@@ -650,6 +650,14 @@ def build_sdenv_wheel(dest: Path) -> Path:
     return wheels[-1]
 
 
+def _normalise_modes(ctx: Path) -> None:
+    """COPY keeps a context file's mode, and the image runs as a non-root user: a 0600 file (as
+    atomic writes leave lockfiles) would be unreadable there. 0644 also keeps the cache key the
+    same however the checkout was made."""
+    for path in ctx.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 def _sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -691,6 +699,7 @@ def build_cuda_base(
         )
         shutil.copy(_DOCKER_DIR / "sdenv-install", ctx / "sdenv-install")
         (ctx / "cuda.txt").write_text(render_requirements(parts.cuda))
+        _normalise_modes(ctx)
         outcome = run_build(
             client,
             ctx,
@@ -829,6 +838,7 @@ def build_image(
                     },
                 )
             )
+            _normalise_modes(ctx)
             outcome = run_build(
                 client, ctx, {"SDENV_TRANSPORT": transport_addr}, log, on_step, nocache=req.nocache
             )
