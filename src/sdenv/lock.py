@@ -47,6 +47,7 @@ from sdenv.venv import find_python, install_lock, run_uv
 Progress = Callable[[str], None]
 MAX_FIXES = 6  # re-resolutions after a rule or the xformers check changed the constraints
 XFORMERS_SEARCH_LIMIT = 12  # newest xformers releases read when looking for the matching one
+SEARCH_ROUNDS = 6  # --search: culprits bounded one after the other, each with a fresh proof
 
 
 class LockError(SdenvError):
@@ -62,6 +63,7 @@ class ProofFailure:
     detail: str
     culprits: tuple[str, ...]
     hint: str = ""
+    kind: str = ""  # the smoke's failure kind: too-new-for-torch, backend-disabled, ...
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,13 @@ def smoke_prover(python: Path, checks: Sequence[str] | None = None) -> Proof:
         f = getattr(c, "failure", None)
         culprits = tuple(canonicalize_name(n) for n in (getattr(f, "culprits", None) or ()))
         failures.append(
-            ProofFailure(c.name, str(c.detail), culprits, str(getattr(f, "hint", "") or ""))
+            ProofFailure(
+                c.name,
+                str(c.detail),
+                culprits,
+                str(getattr(f, "hint", "") or ""),
+                str(getattr(f, "kind", "") or ""),
+            )
         )
     names = ", ".join(f.check for f in failures)
     return Proof("failed", f"smoke failed: {names}", tuple(failures))
@@ -422,7 +430,7 @@ def search_fix(
 ) -> tuple[Checked, Proof, list[Rule]]:
     """Bisect each culprit's releases for the newest one whose own check passes, bound it, retry."""
     learned: list[Rule] = []
-    for round_ in range(3):
+    for round_ in range(SEARCH_ROUNDS):
         if proof.ok:
             break
         pins = checked.resolution.versions()
@@ -441,6 +449,7 @@ def search_fix(
 
             base = [c for c in checked.constraints if _req_name(c[0]) != name]
             checks_of = [f.check for f in proof.failures if name in f.culprits]
+            kinds = {f.kind for f in proof.failures if name in f.culprits}
             if "install" in checks_of:
                 continue  # not an import failure: nothing to bisect
 
@@ -449,6 +458,7 @@ def search_fix(
                 name: str = name,
                 base: list[tuple[str, str]] = base,
                 only: list[str] = checks_of,
+                kinds: set[str] = kinds,
             ) -> bool:
                 trial = Inputs(inputs.requirements, [*base, (f"{name}=={v}", "--search probe")])
                 try:
@@ -462,8 +472,12 @@ def search_fix(
                 # Only the checks this culprit failed (the smoke adds their prerequisites).
                 p = prove(spec, target, lock, opts, work, only)
                 shutil.rmtree(work, ignore_errors=True)
-                # Judged on this culprit alone: other packages may still fail in this round.
-                return p.status != "unverified" and not any(name in f.culprits for f in p.failures)
+                # Judged on this culprit's own failure alone: an older release may fail another
+                # way (e.g. against a transformers that a later round bounds); the next round
+                # bisects that failure in turn.
+                return p.status != "unverified" and not any(
+                    name in f.culprits and f.kind in kinds for f in p.failures
+                )
 
             lo, hi, best = 0, len(versions) - 1, -1
             while lo <= hi:
