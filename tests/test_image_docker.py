@@ -341,9 +341,11 @@ def test_a_base_without_python_is_a_clear_error(request_: im.BuildRequest, clien
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     client.api.import_image_from_data(raw.getvalue(), repository=f"sdenv/{ENV}-nopy", tag="1")
+    containers = len(client.containers.list(all=True))
     try:
         with pytest.raises(im.BaseImageMissing, match="has no usable python3 with venv"):
             im.build_image(replace(request_, base=f"sdenv/{ENV}-nopy:1"), client)
+        assert len(client.containers.list(all=True)) == containers  # no "Created" leftover
     finally:
         client.images.remove(f"sdenv/{ENV}-nopy:1", force=True)
 

@@ -432,23 +432,32 @@ def image_python(client: Any, ref: str) -> str:
         return str(label)
     from docker.errors import DockerException
 
+    cmd = ["python3", "-c", "import sys, venv; print('%d.%d' % sys.version_info[:2])"]
+    container = None
     try:
-        out = client.containers.run(
-            ref,
-            ["python3", "-c", "import sys, venv; print('%d.%d' % sys.version_info[:2])"],
-            entrypoint=[],
-            network_mode="none",
-            remove=True,
-            stdout=True,
-            stderr=True,
-        )
+        # create/start/remove rather than run(remove=True): a start that fails (no python3 in
+        # the image) would leave a "Created" container behind.
+        container = client.containers.create(ref, cmd, entrypoint=[], network_mode="none")
+        container.start()
+        code = int(container.wait(timeout=120).get("StatusCode", 1))
+        out: str = container.logs(stdout=True, stderr=True).decode(errors="replace").strip()
+        if code != 0:
+            raise BaseImageMissing(
+                f"base image {ref}: python3 -c 'import venv' exited {code} "
+                f"({out.splitlines()[-1][:160] if out else 'no output'}); pick a base with "
+                "Python and its venv module (python:X.Y-slim, or `sdenv image base --bootstrap`)"
+            )
     except DockerException as exc:
         reason = str(getattr(exc, "explanation", None) or exc).strip().splitlines()[-1][:160]
         raise BaseImageMissing(
             f"base image {ref} has no usable python3 with venv ({reason}); pick a base with "
             "Python and its venv module (python:X.Y-slim, or `sdenv image base --bootstrap`)"
         ) from None
-    return str(out.decode().strip())
+    finally:
+        if container is not None:
+            with contextlib.suppress(DockerException):
+                container.remove(force=True)
+    return out
 
 
 # -- OS base: debootstrap + import --------------------------------------------------------------
@@ -851,11 +860,14 @@ def build_image(
 
     tagged = False
     if smoke.passed:
+        previous = _image_id_or_none(client, tags[0])
         image = client.images.get(outcome.image_id)
         for ref in tags:
             repo, _, tagname = ref.rpartition(":")
             image.tag(repo, tagname)
         tagged = True
+        if previous and previous != outcome.image_id:
+            _remove_if_untagged(client, previous)
     image = client.images.get(outcome.image_id)
     history = _history(client, outcome.image_id)
     new_ids = {s.image_id for s in outcome.steps if s.image_id and not s.cached}
@@ -889,6 +901,25 @@ def build_image(
             f"report and log in {out_dir}"
         )
     return result
+
+
+def _image_id_or_none(client: Any, ref: str) -> str | None:
+    from docker.errors import ImageNotFound
+
+    try:
+        return str(client.images.get(ref).id)
+    except ImageNotFound:
+        return None
+
+
+def _remove_if_untagged(client: Any, image_id: str) -> None:
+    """The image a moved tag left behind, when no other tag holds it: it would only pile up.
+    Layers it shares with other images stay; one still used by a container stays too."""
+    from docker.errors import DockerException
+
+    with contextlib.suppress(DockerException):
+        if not client.images.get(image_id).tags:
+            client.images.remove(image_id)
 
 
 def _short(image_id: str) -> str:
