@@ -284,6 +284,7 @@ def test_rebuild_reuses_cuda_and_torch_layers_after_a_small_pin_change(
     # All but FROM, and the LABEL step when a commit landed meanwhile (it carries the revision).
     assert again.cached_steps >= again.steps - 2
     assert again.new_layer_bytes == 0
+    assert again.cuda_base_cached
     changed = replace(request_, lock_path=_write_lock(tmp_path / "t.txt", wheels, drop="mdurl"))
     result = im.build_image(changed, client)
     log = Path(result.log).read_text()

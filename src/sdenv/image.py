@@ -560,6 +560,8 @@ class ImageResult:
     size: int
     layers: int
     build_seconds: float
+    cuda_base_seconds: float
+    cuda_base_cached: bool
     steps: int
     cached_steps: int
     new_layer_bytes: int
@@ -819,7 +821,7 @@ def build_image(
         partial = out_dir / ".build.log.partial"
         with partial.open("w", encoding="utf-8") as log:
             log.write(f"# sdenv image build {target.slug} from {lock_path} ({lock_sha256})\n")
-            cuda_tag, _ = build_cuda_base(
+            cuda_tag, cuda_outcome = build_cuda_base(
                 client, spec, target.python, base, parts, transport_addr, log, on_step, req.nocache
             )
             ctx = Path(tmp)
@@ -886,6 +888,8 @@ def build_image(
         size=int(image.attrs.get("Size", 0)),
         layers=len(image.attrs.get("RootFS", {}).get("Layers", [])),
         build_seconds=round(outcome.seconds, 1),
+        cuda_base_seconds=round(cuda_outcome.seconds, 1),
+        cuda_base_cached=cuda_outcome.cached_steps >= len(cuda_outcome.steps) - 1,
         steps=len(outcome.steps),
         cached_steps=outcome.cached_steps,
         new_layer_bytes=new_bytes,

@@ -187,6 +187,11 @@ def run_build(args: argparse.Namespace) -> int:
     table.add_row("tags", ", ".join(result.tags))
     table.add_row("size", f"{result.size / 1e9:.2f} GB, {result.layers} layers")
     table.add_row(
+        "CUDA base",
+        f"{result.cuda_base} ({'cached' if result.cuda_base_cached else 'built'}, "
+        f"{result.cuda_base_seconds:.0f}s)",
+    )
+    table.add_row(
         "build",
         f"{result.build_seconds:.0f}s, {result.cached_steps}/{result.steps} steps cached, "
         f"new layers {result.new_layer_bytes / 1e6:.0f} MB",
