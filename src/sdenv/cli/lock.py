@@ -116,6 +116,8 @@ def _render(results: list[Any], *, check: bool) -> None:
             for name, old, new in r.changes:
                 changes.add_row(name, old or "-", new or "-")
             out.print(changes)
+        if r.checks:
+            out.print(Text(f"{r.target.slug}:", style="bold"))
         for c in r.checks:
             line = Text("  ")
             line.append(c.status, style=status_style(c.status))
