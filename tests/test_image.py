@@ -18,6 +18,7 @@ from sdenv.lockfile import Pin, make_lockfile
 from sdenv.spec import load_spec
 
 H = "sha256:" + "a" * 64
+ENVS = Path(__file__).resolve().parents[1] / "envs"
 
 
 def _lock(*names: str) -> object:
@@ -120,7 +121,7 @@ def test_labels_render_as_one_quoted_instruction() -> None:
 def test_tags_and_slugs() -> None:
     assert im.os_slug("sdenv/base:bookworm") == "bookworm"
     assert im.os_slug("python:3.11-slim-bookworm") == "python-3.11-slim-bookworm"
-    spec = load_spec("sd35-fp8-cu121")
+    spec = load_spec("sd35-fp8-cu121", ENVS)
     parts = im.split_lock(_lock("nvidia-cublas-cu12"))  # type: ignore[arg-type]
     tag = im.cuda_base_tag(spec, "3.11", "sdenv/base:bookworm", parts)
     assert tag == f"sdenv/cuda-base:cu121-py3.11-bookworm-{parts.cuda_sha256[:8]}"
@@ -132,7 +133,7 @@ def test_tags_and_slugs() -> None:
 
 
 def test_app_labels_carry_env_lock_torch_cuda_python_fp8() -> None:
-    spec = load_spec("sd35-fp8-cu121")
+    spec = load_spec("sd35-fp8-cu121", ENVS)
     lock = make_lockfile([], [Pin("torch", "2.4.1", (H,))])
     labels = im.app_labels(spec, spec.targets[1], lock, "d" * 64, "sdenv/base:bookworm")
     assert labels["io.sdenv.env"] == "sd35-fp8-cu121"
@@ -145,7 +146,7 @@ def test_app_labels_carry_env_lock_torch_cuda_python_fp8() -> None:
 
 
 def test_python_of_the_base_must_match_the_target() -> None:
-    spec = load_spec("sd35-fp8-cu121")
+    spec = load_spec("sd35-fp8-cu121", ENVS)
     assert im.resolve_target(spec, None, "3.11", "b").python == "3.11"
     with pytest.raises(im.PythonMismatch, match=r"base image b has Python 3.11 .* needs 3.10"):
         im.resolve_target(spec, "3.10", "3.11", "b")
@@ -156,7 +157,7 @@ def test_python_of_the_base_must_match_the_target() -> None:
 def test_a_lock_from_another_spec_or_sdenv_is_stale() -> None:
     from sdenv.lock import data_sha256
 
-    spec = load_spec("sd35-fp8-cu121")
+    spec = load_spec("sd35-fp8-cu121", ENVS)
     im.check_lock_fresh(
         spec, make_lockfile([("spec-sha256", spec.sha256), ("data-sha256", data_sha256())], [])
     )
@@ -215,7 +216,7 @@ def test_transport_is_served_on_localhost_and_only_while_building(tmp_path: Path
 
 
 def test_spec_indexes_are_the_default_transport() -> None:
-    spec = load_spec("sd35-fp8-cu121")
+    spec = load_spec("sd35-fp8-cu121", ENVS)
     t = im.Transport().with_spec_indexes(spec)
     assert t.index_url == "https://pypi.org/simple"
     given = im.Transport(index_url="http://127.0.0.1:1/simple")
@@ -241,7 +242,7 @@ def test_no_engine_is_one_line_and_exit_1(
 ) -> None:
     sock = tmp_path / "none.sock"
     monkeypatch.setenv("DOCKER_HOST", f"unix://{sock}")
-    assert main(["image", "build"]) == 1
+    assert main(["image", "build", "--envs-dir", str(ENVS)]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1
     assert f"Docker engine not reachable at unix://{sock}" in lines[0]
