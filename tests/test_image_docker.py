@@ -12,6 +12,7 @@ import base64
 import hashlib
 import http.server
 import io
+import json
 import socketserver
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from typing import Any
 import pytest
 
 from sdenv import image as im
-from sdenv.lockfile import Pin, make_lockfile, write_lockfile
+from sdenv.lockfile import Pin, make_lockfile, read_lockfile, write_lockfile
 from sdenv.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -383,4 +384,9 @@ def test_cli_smoke_failure_is_one_line_exit_1_and_no_tag(
     assert line.startswith("sdenv: error: smoke test failed inside sha256:")
     assert "torch: not-installed" in line and "no tag moved" in line
     assert not im.image_exists(client, f"sdenv/{ENV}:py3.11-{sha[:12]}")
-    assert (tmp_path / "out" / f"{ENV}-py3.11-linux_x86_64" / "summary.json").is_file()
+    out = tmp_path / "out" / f"{ENV}-py3.11-linux_x86_64"
+    summary = json.loads((out / "summary.json").read_text())
+    sbom = json.loads(Path(summary["sbom"]).read_text())
+    assert sbom["bomFormat"] == "CycloneDX"
+    # The SBOM lists exactly what the lock pins (mdurl was dropped from it above).
+    assert {c["name"] for c in sbom["components"]} == {p.name for p in read_lockfile(lock).pins}

@@ -45,6 +45,7 @@ from sdenv._fs import write_atomic
 from sdenv._json import dumps
 from sdenv.errors import SdenvError, UsageError
 from sdenv.lockfile import Lockfile, Pin, read_lockfile
+from sdenv.sbom import sbom_path, write_sbom
 from sdenv.spec import EnvSpec, Target, load_spec
 
 BOOTSTRAP_TAG = "sdenv/base:bookworm"
@@ -568,6 +569,7 @@ class ImageResult:
     smoke: SmokeOutcome
     log: str
     summary: str
+    sbom: str  # CycloneDX of exactly what the image installed (its lock)
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -896,6 +898,7 @@ def build_image(
         smoke=smoke,
         log=str(log_path),
         summary=str(summary_path),
+        sbom=str(write_sbom(lock_path, sbom_path(out_dir, lock_path))),
         history=history,
     )
     write_atomic(summary_path, dumps(result) + "\n")
