@@ -195,7 +195,7 @@ def _piptools_command(
     if target.python != host:
         raise ResolveError(
             f"{target.slug}: pip-tools resolves only for the Python running it ({host}); "
-            f"use the default uv resolver for Python {target.python}"
+            f"pass --python {host} or use the default uv resolver for Python {target.python}"
         )
     # pip-compile reads constraints only from inside the .in file.
     req_in.write_text(req_in.read_text() + f"-c {cons.name}\n")
