@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -398,6 +399,11 @@ def prove(
 # --- --search: bisect the culprit ----------------------------------------------------------------
 
 
+def _short(detail: str) -> str:
+    """A failure detail fit for a rule's evidence: no machine-local paths, one short line."""
+    return re.sub(r"\s*\(/[^)]*\)?", "", detail).strip()[:200]
+
+
 def _candidate_versions(
     spec: EnvSpec, target: Target, name: str, below: str, cons: Sequence[str]
 ) -> list[Version]:
@@ -502,7 +508,7 @@ def search_fix(
                 {name: f"<{first_bad}"},
                 f"{name} >= {first_bad} fails the smoke check {failing.check!r} "
                 f"with torch {pins.get('torch')}",
-                f"sdenv lock --search on {target.slug}: {failing.detail[:200]}; "
+                f"sdenv lock --search on {target.slug}: {_short(failing.detail)}; "
                 f"{name} {versions[best]} passes",
             )
             learned.append(rule)
