@@ -327,3 +327,20 @@ def test_cli_renders_a_failed_proof_as_one_error_line(
     errors = [ln for ln in captured.err.splitlines() if ln.startswith("sdenv: error:")]
     assert len(errors) == 1 and "import proof failed, lock not written" in errors[0]
     assert not locks.exists()
+
+
+def test_cli_rules_file_replaces_the_shipped_rules_and_is_recorded(
+    index: str, tmp_path: Path
+) -> None:
+    path = write_spec(tmp_path, index)
+    empty = tmp_path / "none.toml"
+    empty.write_text("")
+    locks = tmp_path / "locks"
+    assert (
+        main(["lock", str(path), "--lock-dir", str(locks), "--no-verify", "--rules", str(empty)])
+        == 0
+    )
+    lock = read_lockfile(next(locks.glob("*.txt")))
+    assert lock.get("rules") == str(empty)
+    assert lock.versions()["diffusers"] == "0.42.1"  # nothing bounded it
+    assert not [c for c in lock.get_all("constraint") if "rule " in c]

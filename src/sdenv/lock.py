@@ -140,6 +140,7 @@ class LockOptions:
     upgrade_packages: tuple[str, ...] = ()
     dry_run: bool = False  # --upgrade without writing: show what would change
     rules: tuple[Rule, ...] | None = None
+    rules_source: str | None = None  # recorded in the header when not the shipped rules
     smoke_checks: tuple[str, ...] | None = None  # None: every smoke check
     progress: Progress = lambda msg: None
 
@@ -325,7 +326,9 @@ def resolve_and_check(
 # --- rendering -----------------------------------------------------------------------------------
 
 
-def build_lockfile(spec: EnvSpec, target: Target, checked: Checked, proof: Proof) -> Lockfile:
+def build_lockfile(
+    spec: EnvSpec, target: Target, checked: Checked, proof: Proof, rules_source: str | None = None
+) -> Lockfile:
     res = checked.resolution
     pins = res.versions()
     cuda = checks.cuda_of_pins(pins)
@@ -339,6 +342,7 @@ def build_lockfile(spec: EnvSpec, target: Target, checked: Checked, proof: Proof
         ("cuda", f"{spec.cuda}" + (f" ({cuda[1]})" if cuda else "")),
         ("compute-capabilities", " ".join(spec.compute_capabilities)),
         ("resolver", res.resolver),
+        *((("rules", rules_source),) if rules_source else ()),
     ]
     header += [("index", i.url) for i in spec.indexes]
     header += [("constraint", f"{c} ({why})") for c, why in checked.constraints]
@@ -625,7 +629,7 @@ def lock_target(spec: EnvSpec, target: Target, opts: LockOptions) -> TargetResul
         result.message = f"{target.slug}: import proof failed, lock not written: {details}.{fix}"
         return result
 
-    lock = build_lockfile(spec, target, checked, proof)
+    lock = build_lockfile(spec, target, checked, proof, opts.rules_source)
     text = render_lockfile(lock)
     if opts.dry_run:
         result.status = "planned"

@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
             upgrade=args.upgrade,
             upgrade_packages=tuple(args.upgrade_package),
             rules=rules,
+            rules_source=str(args.rules) if args.rules is not None else None,
             progress=lambda msg: status.update(msg),
         )
         for spec in specs:
