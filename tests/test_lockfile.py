@@ -71,3 +71,14 @@ def test_bad_lockfiles(text: str, expected: str) -> None:
 def test_missing_lockfile(tmp_path: Path) -> None:
     with pytest.raises(LockfileError, match="no such lockfile; create it with `sdenv lock`"):
         read_lockfile(tmp_path / "nope.txt")
+
+
+def test_written_files_follow_umask_not_mkstemp(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        write_lockfile(tmp_path / "x.txt", parse_lockfile(sample()))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o644
