@@ -30,7 +30,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from sdenv.errors import SdenvError, UsageError
-from sdenv.lockfile import Lockfile, read_lockfile
+from sdenv.lockfile import DEFAULT_LOCK_DIR, Lockfile, read_lockfile
 from sdenv.spec import DEFAULT_ENV, DEFAULT_ENVS_DIR, EnvSpec, Target, load_spec
 
 if sys.version_info >= (3, 11):
@@ -74,7 +74,7 @@ class LockTarget:
 def lockfiles_for(
     envs: Sequence[str],
     locks: Sequence[Path] = (),
-    lock_dir: Path = Path("lockfiles"),
+    lock_dir: Path = DEFAULT_LOCK_DIR,
     envs_dir: Path = DEFAULT_ENVS_DIR,
 ) -> list[LockTarget]:
     """``ENV ...`` -> every target lock of those envs; ``--lock FILE`` -> those files.
@@ -524,7 +524,7 @@ def spec_allows(spec: EnvSpec, name: str, version: str) -> tuple[str, str]:
 def check_fixes(
     fixes: Sequence[FixProposal],
     targets: Sequence[LockTarget],
-    lock_dir: Path = Path("lockfiles"),
+    lock_dir: Path = DEFAULT_LOCK_DIR,
 ) -> FixPlan:
     """Check each proposal in each env whose locks pin it: against the env spec, then by a dry-run
     re-lock with that one bump (so a failure names its bump); then re-lock each env with all of

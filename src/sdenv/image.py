@@ -44,9 +44,9 @@ from sdenv import __version__
 from sdenv._fs import write_atomic
 from sdenv._json import dumps
 from sdenv.errors import SdenvError, UsageError
-from sdenv.lockfile import Lockfile, Pin, read_lockfile
+from sdenv.lockfile import DEFAULT_LOCK_DIR, Lockfile, Pin, read_lockfile
 from sdenv.sbom import sbom_path, write_sbom
-from sdenv.spec import EnvSpec, Target, load_spec
+from sdenv.spec import DEFAULT_ENVS_DIR, EnvSpec, Target, load_spec
 
 BOOTSTRAP_TAG = "sdenv/base:bookworm"
 BOOTSTRAP_SUITE = "bookworm"
@@ -579,8 +579,8 @@ class BuildRequest:
     python: str | None = None
     base: str | None = None  # OS base image; None: sdenv/base:bookworm if present, else python-slim
     lock_path: Path | None = None
-    lock_dir: Path = Path("lockfiles")
-    envs_dir: Path = Path("envs")
+    lock_dir: Path = DEFAULT_LOCK_DIR
+    envs_dir: Path = DEFAULT_ENVS_DIR
     out_dir: Path = DEFAULT_OUT_DIR
     transport: Transport = Transport()
     gpu: bool = False
@@ -944,8 +944,8 @@ def build_base(
     bootstrap: bool = False,
     base: str | None = None,
     python: str | None = None,
-    lock_dir: Path = Path("lockfiles"),
-    envs_dir: Path = Path("envs"),
+    lock_dir: Path = DEFAULT_LOCK_DIR,
+    envs_dir: Path = DEFAULT_ENVS_DIR,
     transport: Transport = Transport(),
     client: Any | None = None,
     on_step: Callable[[str], None] | None = None,

@@ -34,6 +34,7 @@ from sdenv import checks, wheelmeta
 from sdenv.checks import CheckResult, CppLib, Rule
 from sdenv.errors import SdenvError
 from sdenv.lockfile import (
+    DEFAULT_LOCK_DIR,
     Lockfile,
     LockfileError,
     Pin,
@@ -132,7 +133,7 @@ class TargetResult:
 
 @dataclass
 class LockOptions:
-    lock_dir: Path = Path("lockfiles")
+    lock_dir: Path = DEFAULT_LOCK_DIR
     resolver: str = "uv"
     verify: bool = True
     search: bool = False

@@ -30,13 +30,13 @@ from typing import Any
 
 from sdenv._json import to_jsonable
 from sdenv.errors import SdenvError
+from sdenv.lockfile import DEFAULT_LOCK_DIR
 
-LOCK_DIR = Path("lockfiles")
 # For Python 3.11 this is lockfiles/sd35-fp8-cu121-py3.11-linux_x86_64.txt.
 DEFAULT_LOCK_PATTERN = "lockfiles/sd35-fp8-cu121-py{python}-linux_x86_64.txt"
 
 
-def default_lock(python_version: str, lock_dir: Path = LOCK_DIR) -> Path:
+def default_lock(python_version: str, lock_dir: Path = DEFAULT_LOCK_DIR) -> Path:
     """The default env's lock for the target's Python (``3.11.7`` -> the py3.11 lock)."""
     from sdenv.spec import DEFAULT_ENV, Target
 

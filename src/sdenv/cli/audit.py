@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sdenv import audit as core
+from sdenv.cli._args import add_dirs
 from sdenv.cli._output import err, out, print_json, status_style
 from sdenv.errors import UsageError
 
@@ -32,8 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="FILE",
         help="audit this lockfile (repeatable) instead of the env locks",
     )
-    p.add_argument("--lock-dir", type=Path, default=Path("lockfiles"), help="where env locks live")
-    p.add_argument("--envs-dir", type=Path, default=Path("envs"), help="where env specs live")
+    add_dirs(p)
     p.add_argument(
         "--service",
         choices=core.SERVICES,

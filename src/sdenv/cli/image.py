@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.table import Table
 
 from sdenv import image as core
+from sdenv.cli._args import add_dirs
 from sdenv.cli._output import err, out, print_json, status_style
 from sdenv.errors import UsageError
 from sdenv.spec import DEFAULT_ENV
@@ -74,8 +75,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         f"{core.BOOTSTRAP_TAG} when present); an nvidia/cuda image is accepted",
     )
     b.add_argument("--python", default=None, metavar="X.Y", help="lock target Python")
-    b.add_argument("--lock-dir", type=Path, default=Path("lockfiles"))
-    b.add_argument("--envs-dir", type=Path, default=Path("envs"))
+    add_dirs(b)
     _transport_args(b)
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     b.set_defaults(func=run_base)
@@ -95,8 +95,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a.add_argument(
         "--lock", type=Path, default=None, metavar="FILE", help="lockfile (default: the env lock)"
     )
-    a.add_argument("--lock-dir", type=Path, default=Path("lockfiles"))
-    a.add_argument("--envs-dir", type=Path, default=Path("envs"))
+    add_dirs(a)
     a.add_argument("--out-dir", type=Path, default=core.DEFAULT_OUT_DIR)
     a.add_argument(
         "--gpus",

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sdenv.spec import DEFAULT_ENV, DEFAULT_ENVS_DIR
+from sdenv.cli._args import add_dirs
+from sdenv.spec import DEFAULT_ENV
 
 
 def register(sub: Any) -> None:
@@ -18,8 +19,7 @@ def register(sub: Any) -> None:
         "throwaway venv and run the smoke checks, then write lockfiles/<target>.txt.",
     )
     p.add_argument("envs", nargs="*", metavar="ENV", help=f"env name or spec path ({DEFAULT_ENV})")
-    p.add_argument("--envs-dir", type=Path, default=DEFAULT_ENVS_DIR)
-    p.add_argument("--lock-dir", type=Path, default=Path("lockfiles"))
+    add_dirs(p)
     p.add_argument("--resolver", choices=("uv", "pip-tools"), default="uv")
     p.add_argument("--no-verify", action="store_true", help="skip the import proof")
     p.add_argument(

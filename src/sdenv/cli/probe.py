@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sdenv._fs import write_atomic
+from sdenv.cli._args import add_dirs
 from sdenv.cli._output import err, out, print_json, status_style
 from sdenv.decide import MachineFacts, ProbeReport, decide
 from sdenv.errors import UsageError
@@ -33,7 +34,7 @@ def register(subparsers: Any) -> None:
         metavar="NAME",
         help="check only this env (repeatable); default: every spec in --envs-dir",
     )
-    p.add_argument("--envs-dir", type=Path, default=Path("envs"), help="where env specs live")
+    add_dirs(p, locks=False)
     p.add_argument(
         "--facts",
         type=Path,

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from sdenv import sbom as core
 from sdenv.audit import lockfiles_for
+from sdenv.cli._args import add_dirs
 from sdenv.cli._output import out, print_json
 
 
@@ -31,8 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="FILE",
         help="make the SBOM of this lockfile (repeatable) instead of the env locks",
     )
-    p.add_argument("--lock-dir", type=Path, default=Path("lockfiles"), help="where env locks live")
-    p.add_argument("--envs-dir", type=Path, default=Path("envs"), help="where env specs live")
+    add_dirs(p)
     p.add_argument("--out", type=Path, default=Path("sbom"), metavar="DIR", help="output folder")
     p.add_argument("--json", action="store_true", help="list what was written as JSON")
     p.set_defaults(func=run)

@@ -1,0 +1,23 @@
+"""Arguments several commands share, declared once so their names, defaults and help agree."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sdenv.lockfile import DEFAULT_LOCK_DIR
+from sdenv.spec import DEFAULT_ENVS_DIR
+
+
+def add_dirs(p: argparse.ArgumentParser, *, locks: bool = True) -> None:
+    """``--envs-dir`` (and ``--lock-dir``): where env specs and their lockfiles live."""
+    p.add_argument(
+        "--envs-dir", type=Path, default=DEFAULT_ENVS_DIR, help="where env specs live (envs/)"
+    )
+    if locks:
+        p.add_argument(
+            "--lock-dir",
+            type=Path,
+            default=DEFAULT_LOCK_DIR,
+            help="where lockfiles live (lockfiles/)",
+        )
