@@ -21,3 +21,10 @@ def add_dirs(p: argparse.ArgumentParser, *, locks: bool = True) -> None:
             default=DEFAULT_LOCK_DIR,
             help="where lockfiles live (lockfiles/)",
         )
+
+
+def add_lock_selection(p: argparse.ArgumentParser, *, lock_help: str) -> None:
+    """Envs to act on, or explicit ``--lock`` files instead of the envs' lockfiles."""
+    p.add_argument("envs", nargs="*", metavar="ENV", help="env names or spec paths (default env)")
+    p.add_argument("--lock", action="append", type=Path, default=[], metavar="FILE", help=lock_help)
+    add_dirs(p)

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sdenv import audit as core
-from sdenv.cli._args import add_dirs
+from sdenv.cli._args import add_lock_selection
 from sdenv.cli._output import err, out, print_json, status_style
 from sdenv.errors import UsageError
 
@@ -24,16 +24,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "packages could not be audited. An unreachable service is an error (exit 1)."
         ),
     )
-    p.add_argument("envs", nargs="*", metavar="ENV", help="env names or spec paths (default env)")
-    p.add_argument(
-        "--lock",
-        action="append",
-        type=Path,
-        default=[],
-        metavar="FILE",
-        help="audit this lockfile (repeatable) instead of the env locks",
-    )
-    add_dirs(p)
+    add_lock_selection(p, lock_help="audit this lockfile (repeatable) instead of the env locks")
     p.add_argument(
         "--service",
         choices=core.SERVICES,

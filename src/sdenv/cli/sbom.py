@@ -9,7 +9,7 @@ from rich.table import Table
 
 from sdenv import sbom as core
 from sdenv.audit import lockfiles_for
-from sdenv.cli._args import add_dirs
+from sdenv.cli._args import add_lock_selection
 from sdenv.cli._output import out, print_json
 
 
@@ -23,16 +23,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "deterministic; set SOURCE_DATE_EPOCH to stamp a time."
         ),
     )
-    p.add_argument("envs", nargs="*", metavar="ENV", help="env names or spec paths (default env)")
-    p.add_argument(
-        "--lock",
-        action="append",
-        type=Path,
-        default=[],
-        metavar="FILE",
-        help="make the SBOM of this lockfile (repeatable) instead of the env locks",
+    add_lock_selection(
+        p, lock_help="make the SBOM of this lockfile (repeatable) instead of the env locks"
     )
-    add_dirs(p)
     p.add_argument("--out", type=Path, default=Path("sbom"), metavar="DIR", help="output folder")
     p.add_argument("--json", action="store_true", help="list what was written as JSON")
     p.set_defaults(func=run)
