@@ -39,3 +39,9 @@ def status_style(status: str) -> str:
         "emulated": "yellow",
         "unverified": "yellow",
     }.get(status, "")
+
+
+def styled(status: str) -> str:
+    """``status`` as rich markup in its colour (plain when it has none: ``[]x[/]`` is invalid)."""
+    style = status_style(status)
+    return f"[{style}]{status}[/]" if style else status

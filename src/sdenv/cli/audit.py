@@ -10,7 +10,7 @@ from rich.table import Table
 
 from sdenv import audit as core
 from sdenv.cli._args import add_lock_selection
-from sdenv.cli._output import err, out, print_json, status_style
+from sdenv.cli._output import err, out, print_json, status_style, styled
 from sdenv.errors import UsageError
 
 
@@ -172,4 +172,4 @@ def _render(report: core.AuditReport, plan: core.FixPlan) -> None:
 
 def _cell(status: str, note: str) -> str:
     # Notes quote specifiers and resolver output: escape them so '[' is not read as markup.
-    return f"[{status_style(status)}]{status}[/]" + (f": {escape(note)}" if note else "")
+    return styled(status) + (f": {escape(note)}" if note else "")

@@ -8,7 +8,7 @@ from typing import Any
 
 from sdenv._fs import write_atomic
 from sdenv._json import dumps
-from sdenv.cli._output import out, print_json, status_style
+from sdenv.cli._output import out, print_json, styled
 from sdenv.errors import UsageError
 
 
@@ -155,7 +155,7 @@ def render(report: Any) -> None:
     ):
         table.add_column(col, justify="left" if col in ("mode", "status") else "right")
     for r in report.results:
-        status = f"[{status_style(r.status)}]{r.status}[/]"
+        status = styled(r.status)
         if r.status != "ok":
             table.add_row(r.mode, status)
             continue

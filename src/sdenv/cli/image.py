@@ -12,7 +12,7 @@ from rich.table import Table
 
 from sdenv import image as core
 from sdenv.cli._args import add_dirs
-from sdenv.cli._output import err, out, print_json, status_style
+from sdenv.cli._output import err, out, print_json, styled
 from sdenv.errors import UsageError
 from sdenv.spec import DEFAULT_ENV
 
@@ -196,7 +196,7 @@ def run_build(args: argparse.Namespace) -> int:
         f"new layers {result.new_layer_bytes / 1e6:.0f} MB",
     )
     smoke = "pass" if result.smoke.passed else "fail"
-    table.add_row("smoke", f"[{status_style(smoke)}]{smoke}[/] in {result.smoke.seconds:.0f}s")
+    table.add_row("smoke", f"{styled(smoke)} in {result.smoke.seconds:.0f}s")
     table.add_row("summary", result.summary)
     table.add_row("log", result.log)
     out.print(table)

@@ -8,7 +8,7 @@ from typing import Any
 
 from sdenv._fs import write_atomic
 from sdenv.cli._args import add_dirs
-from sdenv.cli._output import err, out, print_json, status_style
+from sdenv.cli._output import err, out, print_json, styled
 from sdenv.decide import MachineFacts, ProbeReport, decide
 from sdenv.errors import UsageError
 
@@ -82,11 +82,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _styled(status: str) -> str:
-    style = status_style(status)
-    return f"[{style}]{status}[/]" if style else status
-
-
 def render(report: ProbeReport) -> None:
     from rich.table import Table
 
@@ -115,7 +110,7 @@ def render(report: ProbeReport) -> None:
                 g.cc or "?",
                 f"{g.memory_free_mib} / {g.memory_total_mib}",
                 g.mig_mode or "-",
-                _styled(g.fp8.verdict),
+                styled(g.fp8.verdict),
                 g.fp8.reason,
             )
         out.print(t)
@@ -123,7 +118,7 @@ def render(report: ProbeReport) -> None:
     for col in ("check", "on", "status", "reason"):
         t.add_column(col, overflow="fold")
     for c in report.checks:
-        t.add_row(c.name, "" if c.gpu is None else f"GPU {c.gpu}", _styled(c.status), c.reason)
+        t.add_row(c.name, "" if c.gpu is None else f"GPU {c.gpu}", styled(c.status), c.reason)
     out.print(t)
     if report.envs:
         t = Table(title="Env fit", title_justify="left")
@@ -131,10 +126,10 @@ def render(report: ProbeReport) -> None:
             t.add_column(col, overflow="fold")
         for e in report.envs:
             mark = " *" if e.env == report.recommended_env else ""
-            t.add_row(e.env + mark, e.cuda, _styled(e.status), e.reason)
+            t.add_row(e.env + mark, e.cuda, styled(e.status), e.reason)
         out.print(t)
         out.print(
             f"[bold]env:[/] {report.recommended_env or 'none'}  ({report.recommended_env_reason})"
         )
-    out.print(f"[bold]FP8 mode:[/] {_styled(report.fp8_mode)}  ({report.fp8_mode_reason})")
+    out.print(f"[bold]FP8 mode:[/] {styled(report.fp8_mode)}  ({report.fp8_mode_reason})")
     out.print(f"[bold]memory:[/] {report.memory.advice}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sdenv.cli._output import err, out, print_json, status_style
+from sdenv.cli._output import err, out, print_json, styled
 from sdenv.smoke import CHECK_NAMES, SmokeReport, run_smoke
 
 
@@ -69,11 +69,6 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _styled(status: str) -> str:
-    style = status_style(status)
-    return f"[{style}]{status}[/]" if style else status
-
-
 def render(report: SmokeReport) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -87,7 +82,7 @@ def render(report: SmokeReport) -> None:
     for col in ("check", "status", "s", "detail"):
         table.add_column(col, overflow="fold")
     for c in report.checks:
-        table.add_row(c.name, _styled(c.status), f"{c.seconds:.1f}", escape(c.detail))
+        table.add_row(c.name, styled(c.status), f"{c.seconds:.1f}", escape(c.detail))
     out.print(table)
     for c in report.failures:
         f = c.failure

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sdenv.cli._output import err, out, print_json, status_style
+from sdenv.cli._output import err, out, print_json, styled
 
 
 def register(subparsers: Any) -> None:
@@ -66,9 +66,8 @@ def run(args: argparse.Namespace) -> int:
 
     def progress(part: Part) -> None:
         if not args.json:
-            style = status_style(part.status)
             err.print(
-                f"  {part.name}: [{style}]{part.status}[/] ({part.seconds:.1f} s)",
+                f"  {part.name}: {styled(part.status)} ({part.seconds:.1f} s)",
                 highlight=False,
             )
 
@@ -102,15 +101,14 @@ def render(result: Any) -> None:
         reasons = list(p.reasons)
         table.add_row(
             p.name,
-            f"[{status_style(p.status)}]{p.status}[/]",
+            styled(p.status),
             "yes" if p.required else "no",
             f"{p.seconds:.1f} s",
             "\n".join(reasons) or "-",
         )
     out.print(table)
-    style = status_style(result.verdict)
     out.print(
-        f"verdict: [{style}]{result.verdict}[/] in {result.seconds:.1f} s "
+        f"verdict: {styled(result.verdict)} in {result.seconds:.1f} s "
         f"(fp8 mode {result.fp8_mode}, model ran {result.model_mode or 'not at all'}"
         f"{', skips fail' if result.fail_on_skip else ''})"
     )
