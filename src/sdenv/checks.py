@@ -345,9 +345,54 @@ def parse_rules(text: str, where: str = "rules.toml") -> list[Rule]:
     return rules
 
 
+def fp8_backend_rules() -> list[Rule]:
+    """``data/fp8_backends.json`` as rules: per torch range, the torchao range built for it."""
+    from sdenv.fp8 import BACKEND, backend_pairs
+
+    return [
+        Rule(
+            pair.id,
+            {"torch": _pep440(pair.torch)},
+            {BACKEND: _pep440(pair.torchao)},
+            pair.reason,
+            pair.evidence,
+            "sdenv/data/fp8_backends.json",
+        )
+        for pair in backend_pairs()
+    ]
+
+
+def _pep440(spec: str) -> str:
+    return str(SpecifierSet(spec))  # validates and normalises the table's ranges
+
+
 @cache
 def default_rules() -> tuple[Rule, ...]:
-    return tuple(parse_rules(default_rules_text(), "sdenv/data/rules.toml"))
+    shipped = parse_rules(default_rules_text(), "sdenv/data/rules.toml")
+    return (*shipped, *fp8_backend_rules())
+
+
+def check_fp8_backend(pins: Mapping[str, str], fp8: str) -> CheckResult:
+    """An env that promises native FP8 must lock a backend built for its torch."""
+    from sdenv.fp8 import BACKEND, backend_support
+
+    if fp8 != "native":
+        held = f"; {BACKEND} {pins[BACKEND]} locked" if BACKEND in pins else ""
+        return CheckResult("fp8-backend", PASS, f"fp8 = {fp8!r}: no native backend needed{held}")
+    if "torch" not in pins:
+        return CheckResult(
+            "fp8-backend", FAIL, "fp8 = 'native' but no torch is locked", ("torch",), "add torch"
+        )
+    support = backend_support(pins["torch"], pins.get(BACKEND))
+    if support.ok:
+        return CheckResult("fp8-backend", PASS, support.reason, (BACKEND, "torch"))
+    return CheckResult(
+        "fp8-backend",
+        FAIL,
+        f"fp8 = 'native': {support.reason}",
+        (BACKEND, "torch"),
+        f"add {BACKEND} to the spec's [requirements], or set fp8 = 'emulated'",
+    )
 
 
 def rules_before_resolve(rules: Iterable[Rule], torch_candidates: Sequence[str]) -> list[Rule]:

@@ -162,7 +162,7 @@ def data_sha256() -> str:
     h = hashlib.sha256()
     from importlib import resources
 
-    for name in ("rules.toml", "torch_cuda.toml"):
+    for name in ("rules.toml", "torch_cuda.toml", "fp8_backends.json"):
         h.update(resources.files("sdenv.data").joinpath(name).read_bytes())
     return h.hexdigest()
 
@@ -285,7 +285,11 @@ def resolve_and_check(
             for rule in fired:
                 cons += [(c, f"rule {rule.id}") for c in rule.constraints()]
             continue
-        results = [checks.check_rules(rules, pins), checks.check_cuda(pins, spec.cuda)]
+        results = [
+            checks.check_rules(rules, pins),
+            checks.check_cuda(pins, spec.cuda),
+            checks.check_fp8_backend(pins, spec.fp8),
+        ]
         xf = res.pin("xformers")
         cpp: CppLib | None = None
         if xf is not None and results[-1].ok:
@@ -342,6 +346,7 @@ def build_lockfile(
         ("platform", f"{target.platform} ({target.uv_platform})"),
         ("cuda", f"{spec.cuda}" + (f" ({cuda[1]})" if cuda else "")),
         ("compute-capabilities", " ".join(spec.compute_capabilities)),
+        ("fp8", spec.fp8),
         ("resolver", res.resolver),
         *((("rules", rules_source),) if rules_source else ()),
     ]

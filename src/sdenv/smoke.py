@@ -106,6 +106,7 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec(
         "fp8-matmul", "FP8 weight storage matmul", "torch", ("fp8-dtypes",), needs_on_gpu=("cuda",)
     ),
+    CheckSpec("fp8-backend", "torchao imports, FP8 config builds", "torchao", ("fp8-dtypes",)),
     CheckSpec(
         "scaled-mm", "torch._scaled_mm FP8 GEMM", "torch", ("cuda", "fp8-dtypes"), gpu_only=True
     ),
