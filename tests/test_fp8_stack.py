@@ -217,7 +217,17 @@ def test_fp8_promise(
 
 def test_table_rows_cover_every_torch_from_2_4_once() -> None:
     pairs = backend_pairs()
-    for torch in ("2.4.1", "2.5.1", "2.6.0", "2.7.1", "2.8.0", "2.9.1", "2.10.0", "2.14.1", "2.15.0"):
+    for torch in (
+        "2.4.1",
+        "2.5.1",
+        "2.6.0",
+        "2.7.1",
+        "2.8.0",
+        "2.9.1",
+        "2.10.0",
+        "2.14.1",
+        "2.15.0",
+    ):
         hits = [p.id for p in pairs if in_range(torch, p.torch)]
         assert len(hits) == 1, (torch, hits)
     data = json.loads(BACKENDS_FILE.read_text())

@@ -109,9 +109,11 @@ def test_rules_before_resolve_only_when_every_torch_candidate_matches() -> None:
     assert {r.id for r in only_24} == {
         "diffusers-torch-accelerator",
         "transformers5-needs-torch-2.6",
-        "torchao-0.12-needs-newer-torch",
+        "torchao-none-on-torch-2.4",  # data/fp8_backends.json rows are rules too
     }
-    assert checks.rules_before_resolve(rules, ["2.5.0", "2.6.99"]) == []  # spans 2.6
+    # Spans 2.6 (where the diffusers/transformers rules stop): only the torchao pair holds.
+    spanning = checks.rules_before_resolve(rules, ["2.5.0", "2.6.99"])
+    assert {r.id for r in spanning} == {"torchao-0.12-for-torch-2.5-2.7"}
     assert checks.rules_before_resolve(rules, []) == []  # unknown index: after resolving only
 
 

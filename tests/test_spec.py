@@ -34,10 +34,13 @@ def write(tmp_path: Path, text: str, name: str = "demo") -> Path:
 
 def test_shipped_specs_load(repo: Path) -> None:
     names = sorted(p.stem for p in (repo / "envs").glob("*.toml"))
-    assert {"sd35-fp8-cu121", "sd35-fp8-cu124", "sd35-fp8-cu128"} <= set(names)
+    assert {f"sd35-fp8-{c}" for c in ("cu121", "cu124", "cu126", "cu128", "cu130", "cu132")} <= set(
+        names
+    )
     default = load_spec("sd35-fp8-cu121", repo / "envs")
     assert default.cuda == "cu121" and default.cuda_version == (12, 1)
-    assert default.pythons == ("3.10", "3.11")
+    assert default.pythons == ("3.10", "3.11", "3.12")
+    assert default.fp8 == "emulated"
     assert {"torch", "xformers", "diffusers", "transformers"} <= set(default.requirements)
     blackwell = load_spec("sd35-fp8-cu128", repo / "envs")
     assert "12.0" in blackwell.compute_capabilities
