@@ -37,6 +37,7 @@ CUDA_VARIANTS: Mapping[str, tuple[int, int]] = {
     "cu128": (12, 8),
     "cu129": (12, 9),
     "cu130": (13, 0),
+    "cu132": (13, 2),
 }
 
 # sdenv platform name -> uv's --python-platform (manylinux_2_28 is what torch >= 2.4 wheels need).
