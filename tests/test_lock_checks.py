@@ -27,7 +27,7 @@ CPP_0035 = CppLib("2.10.0+cu128", 1208, "7.5 8.0+PTX 8.0 9.0a")
         # torch 2.15.0: cuda-toolkit==13.2.2 pins nvidia-cuda-runtime==13.2.86.*
         ({"torch": "2.15.0", "cuda-toolkit": "13.2.2", "nvidia-cuda-runtime": "13.2.86"}, "cu132"),
         ({"torch": "2.14.1", "cuda-toolkit": "13.0.3.0"}, "cu130"),  # runtime package missing
-        ({"torch": "2.14.1", "cuda-toolkit": "13.0.3.0", "nvidia-cuda-runtime": "13.0.96"}, "cu130"),
+        ({"torch": "2.14.1", "cuda-toolkit": "13.0.3", "nvidia-cuda-runtime": "13.0.96"}, "cu130"),
         ({"torch": "2.5.1+cu121"}, "cu121"),  # PyTorch index local version
         ({"torch": "2.5.1+cpu"}, "cpu"),
     ],

@@ -82,7 +82,7 @@ def cuda_of_pins(pins: Mapping[str, str]) -> tuple[str, str] | None:
 
 
 def cuda_of_runtime(pins: Mapping[str, str]) -> tuple[str, str] | None:
-    """(variant, how) from the CUDA runtime (or cuda-toolkit) pin among ``pins``: 13.2.86 -> cu132."""
+    """(variant, how) from the CUDA runtime (or cuda-toolkit) pin in ``pins``: 13.2.86 -> cu132."""
     for runtime in _CUDA_RUNTIMES:
         if runtime in pins:
             release = Version(pins[runtime]).release
