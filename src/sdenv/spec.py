@@ -152,6 +152,19 @@ def load_spec(name_or_path: str | Path, envs_dir: Path = DEFAULT_ENVS_DIR) -> En
     return parse_spec(data, path, hashlib.sha256(raw).hexdigest())
 
 
+def load_env_dir(envs_dir: Path = DEFAULT_ENVS_DIR) -> tuple[list[EnvSpec], list[str]]:
+    """Every spec in ``envs_dir`` and one line per spec that does not load (a broken spec must not
+    hide what the others say)."""
+    specs: list[EnvSpec] = []
+    broken: list[str] = []
+    for path in sorted(envs_dir.glob("*.toml")) if envs_dir.is_dir() else []:
+        try:
+            specs.append(load_spec(path, envs_dir))
+        except SpecError as exc:
+            broken.append(str(exc))
+    return specs, broken
+
+
 def parse_spec(data: Mapping[str, Any], path: Path, sha256: str) -> EnvSpec:
     def err(field: str, msg: str) -> SpecError:
         return SpecError(f"{path}: {field}: {msg}")
