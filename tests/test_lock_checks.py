@@ -24,6 +24,10 @@ CPP_0035 = CppLib("2.10.0+cu128", 1208, "7.5 8.0+PTX 8.0 9.0a")
         ({"torch": "2.4.1", "nvidia-cuda-runtime-cu12": "12.1.105"}, "cu121"),  # FACTS 1
         ({"torch": "2.6.0", "nvidia-cuda-runtime-cu12": "12.4.127"}, "cu124"),
         ({"torch": "2.11.0", "nvidia-cuda-runtime": "13.0.96"}, "cu130"),  # no -cu12 suffix
+        # torch 2.15.0: cuda-toolkit==13.2.2 pins nvidia-cuda-runtime==13.2.86.*
+        ({"torch": "2.15.0", "cuda-toolkit": "13.2.2", "nvidia-cuda-runtime": "13.2.86"}, "cu132"),
+        ({"torch": "2.14.1", "cuda-toolkit": "13.0.3.0"}, "cu130"),  # runtime package missing
+        ({"torch": "2.14.1", "cuda-toolkit": "13.0.3", "nvidia-cuda-runtime": "13.0.96"}, "cu130"),
         ({"torch": "2.5.1+cu121"}, "cu121"),  # PyTorch index local version
         ({"torch": "2.5.1+cpu"}, "cpu"),
     ],
@@ -39,6 +43,11 @@ def test_check_cuda_names_torch_and_the_fix() -> None:
     bad = checks.check_cuda({"torch": "2.5.1", "nvidia-cuda-runtime-cu12": "12.4.127"}, "cu121")
     assert bad.status == "fail" and "cu124" in bad.detail and bad.packages == ("torch",)
     assert "env.cuda" in bad.fix
+    cu132 = {"torch": "2.15.0", "cuda-toolkit": "13.2.2", "nvidia-cuda-runtime": "13.2.86"}
+    assert checks.check_cuda(cu132, "cu132").status == "pass"
+    wrong = checks.check_cuda(cu132, "cu130")
+    assert wrong.status == "fail" and "cu132" in wrong.detail
+    assert "nvidia-cuda-runtime==13.2.86" in wrong.detail  # the runtime, not the meta-package
     cpu = checks.check_cuda({"torch": "2.4.1"}, "cu121")
     assert cpu.status == "fail" and "CPU build" in cpu.detail
 
@@ -85,6 +94,8 @@ def test_pypi_torch_bound_from_the_table() -> None:
     assert checks.pypi_torch_bound("cu121", ">=2.4") == ">=2.4,<2.5"
     assert checks.pypi_torch_bound("cu124", ">=2.4") == ">=2.5,<2.7"
     assert checks.pypi_torch_bound("cu128", ">=2.9") == ">=2.9,<2.11"
+    assert checks.pypi_torch_bound("cu130", ">=2.11,<2.15") == ">=2.11,<2.15"
+    assert checks.pypi_torch_bound("cu132", ">=2.11") == ">=2.15,<2.16"
     with pytest.raises(UsageError, match=r"download.pytorch.org/whl/cu118"):
         checks.pypi_torch_bound("cu118", ">=2.4")
     with pytest.raises(UsageError, match="widen requirements.torch"):

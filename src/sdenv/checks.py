@@ -31,7 +31,15 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
-_CUDA_RUNTIMES = ("nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime-cu11", "nvidia-cuda-runtime")
+# Where a PyPI torch's CUDA shows, in order of preference: the runtime package it pins (torch <=
+# 2.10 directly, -cu12 suffixed; >= 2.11 through cuda-toolkit[cudart]), else the cuda-toolkit
+# meta-package itself (torch 2.11+ Requires-Dist: cuda-toolkit[cudart,...]==13.0.3).
+_CUDA_RUNTIMES = (
+    "nvidia-cuda-runtime-cu12",
+    "nvidia-cuda-runtime-cu11",
+    "nvidia-cuda-runtime",
+    "cuda-toolkit",
+)
 _LOCAL_CUDA_RE = re.compile(r"^cu(\d+)$")
 
 
@@ -70,10 +78,16 @@ def cuda_of_pins(pins: Mapping[str, str]) -> tuple[str, str] | None:
         return f"cu{m.group(1)}", f"torch {torch}"
     if local:
         return local, f"torch {torch}"  # +cpu, +rocm6.1: not a CUDA build
+    return cuda_of_runtime(pins)
+
+
+def cuda_of_runtime(pins: Mapping[str, str]) -> tuple[str, str] | None:
+    """(variant, how) from the CUDA runtime (or cuda-toolkit) pin in ``pins``: 13.2.86 -> cu132."""
     for runtime in _CUDA_RUNTIMES:
         if runtime in pins:
             release = Version(pins[runtime]).release
-            return f"cu{release[0]}{release[1]}", f"{runtime}=={pins[runtime]}"
+            if len(release) >= 2:
+                return f"cu{release[0]}{release[1]}", f"{runtime}=={pins[runtime]}"
     return None
 
 

@@ -91,12 +91,18 @@ def _get(url: str, accept: str = "text/html") -> bytes:
         ) from exc
 
 
-def list_files(index_url: str, name: str) -> list[IndexFile]:
-    """Every file a PEP 503 simple index lists for project ``name``."""
+def list_files(index_url: str, name: str, *, strict: bool = False) -> list[IndexFile]:
+    """Every file a PEP 503 simple index lists for project ``name``.
+
+    An unreadable page means no files, unless ``strict``: then it raises, for callers that must
+    not mistake an unreachable index for an empty one.
+    """
     page = f"{index_url.rstrip('/')}/{canonicalize_name(name)}/"
     try:
         html = _get(page).decode("utf-8", "replace")
     except WheelMetaError:
+        if strict:
+            raise
         return []
     parser = _Anchors()
     parser.feed(html)
