@@ -3,7 +3,7 @@
 Standard library only: the probe imports this inside target environments.
 Sources: NVIDIA CUDA Toolkit release notes, Table 2 (driver floors) and the CUDA C programming
 guide's binary/PTX compatibility rules; PyTorch wheels' ``torch.cuda.get_arch_list()``
-(../shared/FACTS.md sections 1, 2, 6, 7).
+(``docs/evidence.md#E-driver-floors``, ``E-arch-lists``, ``E-xformers-cpp-lib``, ``E-scaled-mm``).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ TORCH_ARCH_LISTS: Mapping[str, tuple[str, ...]] = {
 }
 
 # TORCH_CUDA_ARCH_LIST of the xformers wheels a resolver pairs with each torch CUDA variant, as
-# their xformers/cpp_lib.json records it (FACTS 2: 0.0.28.post1/0.0.29.post1 cu121 builds serve
-# the cu121/cu124 torches; 0.0.33.post2/0.0.35 are cu128 builds).
+# their xformers/cpp_lib.json records it (0.0.28.post1/0.0.29.post1 cu121 builds serve the
+# cu121/cu124 torches; 0.0.33.post2/0.0.35 are cu128 builds: docs/evidence.md#E-xformers-cpp-lib).
 XFORMERS_ARCH_LISTS: Mapping[str, str] = {
     "cu121": "6.0+PTX 7.0 7.5 8.0+PTX 9.0a",
     "cu124": "6.0+PTX 7.0 7.5 8.0+PTX 9.0a",
