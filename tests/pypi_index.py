@@ -328,10 +328,10 @@ RUNTIME_124 = "nvidia-cuda-runtime-cu12==12.4.127"
 
 
 def sd_stack() -> list[Dist]:
-    """The facts of docs/evidence.md (E-torch-cuda-lines, E-xformers-cpp-lib, E-naive-resolve) in
-    miniature: torch 2.4.1 (cu121) / 2.6.0 (cu124) as on PyPI, an exactly pinned
-    xformers per torch and a loosely pinned newest one, diffusers and transformers that break on
-    old torch, and sdenv's own runtime deps."""
+    """Recorded facts in miniature (docs/evidence.md#E-torch-cuda-lines,
+    docs/evidence.md#E-xformers-cpp-lib, docs/evidence.md#E-naive-resolve): torch 2.4.1 (cu121) /
+    2.6.0 (cu124) as on PyPI, an exactly pinned xformers per torch and a loosely pinned newest
+    one, diffusers and transformers that break on old torch, and sdenv's own runtime deps."""
     return [
         simple_dist("nvidia-cuda-runtime-cu12", "12.1.105"),
         simple_dist("nvidia-cuda-runtime-cu12", "12.4.127"),

@@ -2,8 +2,9 @@
 
 Standard library only: the probe imports this inside target environments.
 Sources: NVIDIA CUDA Toolkit release notes, Table 2 (driver floors) and the CUDA C programming
-guide's binary/PTX compatibility rules; PyTorch wheels' ``torch.cuda.get_arch_list()``
-(``docs/evidence.md#E-driver-floors``, ``E-arch-lists``, ``E-xformers-cpp-lib``, ``E-scaled-mm``).
+guide's binary/PTX compatibility rules; PyTorch wheels' ``torch.cuda.get_arch_list()``. Each
+fact with its source: docs/evidence.md#E-driver-floors, docs/evidence.md#E-arch-lists,
+docs/evidence.md#E-xformers-cpp-lib and docs/evidence.md#E-scaled-mm.
 """
 
 from __future__ import annotations
