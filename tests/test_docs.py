@@ -35,7 +35,7 @@ FORBIDDEN = {
 }
 # .ci/ describes the CI runner's own layout (what sits beside the clone); it cites no fact.
 SCAN_EXCLUDED = (".ci/",)
-EVIDENCE_REF = re.compile(r"evidence\.md#([A-Za-z0-9_.-]+)")
+EVIDENCE_REF = re.compile(r"evidence\.md#([A-Za-z0-9_-]+)")
 ANCHOR_ID = re.compile(r"""<a\s+(?:id|name)=["']([^"']+)["']""")
 MD_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 PLACEHOLDER = re.compile(r"\b(TODO|TBD|FIXME)\b")
