@@ -44,7 +44,7 @@ def test_parse_arch_list_rejects_garbage() -> None:
 @pytest.mark.parametrize(
     ("driver", "cuda", "status"),
     [
-        ("580.159.04", (13, 0), "full"),  # the H200 of the device tool
+        ("580.159.04", (13, 0), "full"),  # the H200 box (docs/evidence.md#E-h200-box)
         ("580.159.04", (12, 1), "full"),
         ("535.104.05", (12, 4), "minor-compat"),
         ("525.60.13", (12, 8), "minor-compat"),

@@ -1,4 +1,4 @@
-"""The pure checks behind `sdenv lock`, on the recorded facts of ../shared/FACTS.md 1-3, and the
+"""The pure checks behind `sdenv lock`, on the recorded facts of docs/evidence.md, and the
 range-request wheel reader against the local index."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from sdenv import checks, wheelmeta
 from sdenv.checks import CppLib, Rule
 from sdenv.errors import UsageError
 
-# FACTS 2: what the wheels' xformers/cpp_lib.json say.
+# docs/evidence.md#E-xformers-cpp-lib: what the wheels' xformers/cpp_lib.json say.
 CPP_0028 = CppLib("2.4.1+cu121", 1201, "6.0+PTX 7.0 7.5 8.0+PTX 9.0a")
 CPP_0035 = CppLib("2.10.0+cu128", 1208, "7.5 8.0+PTX 8.0 9.0a")
 
@@ -21,7 +21,8 @@ CPP_0035 = CppLib("2.10.0+cu128", 1208, "7.5 8.0+PTX 8.0 9.0a")
 @pytest.mark.parametrize(
     ("pins", "expected"),
     [
-        ({"torch": "2.4.1", "nvidia-cuda-runtime-cu12": "12.1.105"}, "cu121"),  # FACTS 1
+        # docs/evidence.md#E-torch-cuda-lines
+        ({"torch": "2.4.1", "nvidia-cuda-runtime-cu12": "12.1.105"}, "cu121"),
         ({"torch": "2.6.0", "nvidia-cuda-runtime-cu12": "12.4.127"}, "cu124"),
         ({"torch": "2.11.0", "nvidia-cuda-runtime": "13.0.96"}, "cu130"),  # no -cu12 suffix
         # torch 2.15.0: cuda-toolkit==13.2.2 pins nvidia-cuda-runtime==13.2.86.*

@@ -1,6 +1,6 @@
 """Every FP8 verdict, fit rule and memory plan of ``sdenv.decide`` over the recorded fact table.
 
-The table (``src/sdenv/data/machines``) holds the H200 of the device tool as ``sdenv probe``
+The table (``src/sdenv/data/machines``) holds an H200 box without index access as ``sdenv probe``
 recorded it there (also through nvidia-smi and /proc alone), documented public machines, and
 this development box (no GPU). Rules the table does not reach are shown on a recorded set with
 the one fact that the rule is about changed.
@@ -55,7 +55,7 @@ def test_table_has_the_required_machines() -> None:
 @pytest.mark.parametrize(
     ("name", "verdict", "checked", "mode", "reason"),
     [
-        # Recorded on the device tool's H200: a real e4m3 _scaled_mm matched bf16.
+        # Recorded on the H200 box: a real e4m3 _scaled_mm matched bf16.
         ("h200", "native", True, "native", "torch._scaled_mm e4m3 64x128x32 matched bf16"),
         (
             "h200-nvidia-smi",

@@ -2,7 +2,7 @@
 coverage and the known-incompatibility rules of ``data/rules.toml``.
 
 Every function here is pure (pins and already-read wheel facts in, a :class:`CheckResult` out) so
-the recorded facts of ../shared/FACTS.md are their test oracles; ``sdenv.lock`` does the I/O.
+the recorded facts of ``docs/evidence.md`` are their test oracles; ``sdenv.lock`` does the I/O.
 """
 
 from __future__ import annotations
@@ -151,7 +151,9 @@ def pypi_torch_series(cuda: str, torch_spec: str) -> list[TorchSeries]:
 
 
 def pypi_torch_bound(cuda: str, torch_spec: str) -> str:
-    """A PEP 440 range of the PyPI torch releases built for ``cuda`` (FACTS 1), e.g. '>=2.4,<2.5'.
+    """A PEP 440 range of the PyPI torch releases built for ``cuda``, e.g. '>=2.4,<2.5'.
+
+    The table is ``data/torch_cuda.toml`` (``docs/evidence.md#E-torch-cuda-lines``).
 
     Raises when PyPI has none: the user needs the PyTorch index of that variant.
     """

@@ -2,8 +2,9 @@
 
 Standard library only: the probe imports this inside target environments.
 Sources: NVIDIA CUDA Toolkit release notes, Table 2 (driver floors) and the CUDA C programming
-guide's binary/PTX compatibility rules; PyTorch wheels' ``torch.cuda.get_arch_list()``
-(../shared/FACTS.md sections 1, 2, 6, 7).
+guide's binary/PTX compatibility rules; PyTorch wheels' ``torch.cuda.get_arch_list()``. Each
+fact with its source: docs/evidence.md#E-driver-floors, docs/evidence.md#E-arch-lists,
+docs/evidence.md#E-xformers-cpp-lib and docs/evidence.md#E-scaled-mm.
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ TORCH_ARCH_LISTS: Mapping[str, tuple[str, ...]] = {
 }
 
 # TORCH_CUDA_ARCH_LIST of the xformers wheels a resolver pairs with each torch CUDA variant, as
-# their xformers/cpp_lib.json records it (FACTS 2: 0.0.28.post1/0.0.29.post1 cu121 builds serve
-# the cu121/cu124 torches; 0.0.33.post2/0.0.35 are cu128 builds). Read with sdenv's wheel reader
+# their xformers/cpp_lib.json records it (0.0.28.post1/0.0.29.post1 cu121 builds serve the
+# cu121/cu124 torches; 0.0.33.post2/0.0.35 are cu128 builds: docs/evidence.md#E-xformers-cpp-lib).
+# Read with sdenv's wheel reader
 # (wheelmeta.read_member(find_wheel(..., 'xformers', V, ...), 'xformers/cpp_lib.json')):
 # 0.0.29.post3 (cp310-cp312): torch 2.6.0+cu124, "6.0+PTX 7.0 7.5 8.0+PTX 9.0a";
 # 0.0.31.post1 (abi3): torch 2.7.1+cu126 (version.cuda 1208), "7.5 8.0+PTX 9.0a".

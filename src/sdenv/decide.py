@@ -747,7 +747,8 @@ def recommend_env(fits: Sequence[EnvFit], envs: Sequence[EnvLike]) -> tuple[str 
 # --------------------------------------------------------------------------------------------
 
 # Parameter counts from the stabilityai/stable-diffusion-3.5-{large,medium} diffusers repos
-# (fp16 safetensors sizes / 2) and FACTS 6 (8.06 B for the Large transformer, counted).
+# (fp16 safetensors sizes / 2) and the Large transformer counted on an H200: 8.06 B
+# (docs/evidence.md#E-h200-large-step).
 TRANSFORMER_PARAMS = {"large": 8.06e9, "medium": 2.47e9}
 SHARED_PARAMS = {
     "clip_l": 0.124e9,  # text_encoder: CLIPTextModelWithProjection (ViT-L)
@@ -756,8 +757,9 @@ SHARED_PARAMS = {
     "vae": 0.084e9,  # AutoencoderKL, 16 latent channels
 }
 FP8_COMPONENTS = ("transformer", "t5_xxl")  # stored in FP8; CLIPs and VAE stay bf16
-# Activations at 1024x1024 with CFG (batch 2), VAE decode and the CUDA context: FACTS 6 measured
-# a 10.7 GiB peak for the FP8-stored Large transformer, 7.5 GiB of it weights.
+# Activations at 1024x1024 with CFG (batch 2), VAE decode and the CUDA context: an H200 measured
+# a 10.7 GiB peak for the FP8-stored Large transformer, 7.5 GiB of it weights
+# (docs/evidence.md#E-h200-large-step).
 RESERVE_GIB = 3.0
 GIB = 1024**3
 
@@ -800,7 +802,8 @@ def memory_report(gpu: GpuFacts | None, free_mib: int | None, fp8_mode: str) -> 
             f"~{by[('large', 'fp8', 'gpu')].need_gib} GiB with FP8 weights",
         )
     # Preference: Large before Medium, resident before offload, bf16 before FP8 when both fit
-    # (eager FP8 is slower than bf16, FACTS 6: FP8 is for memory unless compiled).
+    # (eager FP8 is slower than bf16, docs/evidence.md#E-h200-large-step: FP8 is for memory unless
+    # compiled).
     order = [
         (m, pr, pl)
         for m in ("large", "medium")

@@ -3,8 +3,9 @@
 Modes (the transformer only; text encoders and VAE stay bf16):
 - ``native``: torchao ``Float8DynamicActivationFloat8WeightConfig(PerRow)`` on the transformer's
   linear layers: FP8 weights *and* FP8 matmuls (``torch._scaled_mm``, compute capability >= 8.9).
-  ``compile=True`` adds ``torch.compile``: FACTS 6 shows FP8 is slower than bf16 eager and pays
-  only compiled (100 ms vs 186 ms per step on an H200, after a long first call).
+  ``compile=True`` adds ``torch.compile``: FP8 is slower than bf16 eager and pays
+  only compiled (100 ms vs 186 ms per step on an H200, after a long first call;
+  ``docs/evidence.md#E-h200-large-step``).
 - ``emulated``: diffusers ``enable_layerwise_casting``: weights stored float8_e4m3fn, upcast to
   bf16 per layer for compute. Halves the transformer's weight memory anywhere torch has float8.
 - ``off``: bf16.

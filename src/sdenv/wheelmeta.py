@@ -1,9 +1,10 @@
 """What a wheel says about itself, read from the index without installing or downloading it.
 
 The indexes here serve no PEP 658 ``.whl.metadata`` files but do answer HTTP range requests
-(../shared/FACTS.md section 4), so one member of a wheel (``xformers/cpp_lib.json``) is read with a
-few ranged GETs through ``remotezip``. Results are cached by the wheel's sha256, which the index
-gives and the lock pins: the same hash means the same bytes, so the cache never goes stale.
+(``docs/evidence.md#E-index-range-requests``), so one member of a wheel
+(``xformers/cpp_lib.json``) is read with a few ranged GETs through ``remotezip``. Results are
+cached by the wheel's sha256, which the index gives and the lock pins: the same hash means the
+same bytes, so the cache never goes stale.
 """
 
 from __future__ import annotations
