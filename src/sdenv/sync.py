@@ -91,8 +91,13 @@ def lock_for_env(
     *,
     envs_dir: Path = DEFAULT_ENVS_DIR,
     lock_dir: Path = DEFAULT_LOCK_DIR,
+    this_machine: bool = True,
 ) -> Path:
-    """The lockfile of ``env``'s target for ``python`` (default: this Python) on this platform."""
+    """The lockfile of ``env``'s target for ``python`` (default: this Python) on this platform.
+
+    ``this_machine=False`` (a wheelhouse for another box): the spec's first platform when this
+    machine's is not among them.
+    """
     spec = load_spec(auto_env(envs_dir) if env == AUTO else env, envs_dir)
     py = python or host_python()
     plat = this_platform()
@@ -100,6 +105,8 @@ def lock_for_env(
         raise UsageError(
             f"{spec.path}: env.pythons has no {py}; pass --python {' or '.join(spec.pythons)}"
         )
+    if not this_machine and plat not in spec.platforms:
+        plat = spec.platforms[0]
     if plat not in spec.platforms:
         raise UsageError(
             f"{spec.path}: env.platforms has no {plat or sys.platform} (this machine); "
@@ -284,6 +291,7 @@ def select_lock(
     wheelhouse: Path | None = None,
     envs_dir: Path = DEFAULT_ENVS_DIR,
     lock_dir: Path = DEFAULT_LOCK_DIR,
+    this_machine: bool = True,
 ) -> Path:
     """ENV (or ``auto``), ``--lock FILE`` or the lock a wheelhouse carries; default: DEFAULT_ENV."""
     if env and lock:
@@ -294,4 +302,10 @@ def select_lock(
         return lock
     if env is None and wheelhouse is not None:
         return wheelhouse_lock(wheelhouse)
-    return lock_for_env(env or DEFAULT_ENV, python, envs_dir=envs_dir, lock_dir=lock_dir)
+    return lock_for_env(
+        env or DEFAULT_ENV,
+        python,
+        envs_dir=envs_dir,
+        lock_dir=lock_dir,
+        this_machine=this_machine,
+    )

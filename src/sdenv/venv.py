@@ -99,12 +99,13 @@ def install(
 ) -> None:
     """``uv pip install`` into the venv of ``python``; first index is the default, others extra."""
     run_uv(
-        ["pip", "install", "--quiet", "--python", str(python), *_index_args(index_urls), *args],
+        ["pip", "install", "--quiet", "--python", str(python), *index_args(index_urls), *args],
         env=env,
     )
 
 
-def _index_args(index_urls: Sequence[str]) -> list[str]:
+def index_args(index_urls: Sequence[str]) -> list[str]:
+    """pip/uv options for these indexes: the first is the default index, the others extra."""
     out: list[str] = []
     for i, url in enumerate(index_urls):
         out += ["--index-url" if i == 0 else "--extra-index-url", url]
@@ -137,7 +138,7 @@ def sync_lock(
     """Make the venv of ``python`` exactly ``lockfile``: hashes enforced, nothing resolved, every
     package the lock does not pin removed (``uv pip sync``). With ``find_links`` no index and no
     network at all: every wheel comes from that directory."""
-    source = _index_args(index_urls)
+    source = index_args(index_urls)
     if find_links is not None:
         source = ["--offline", "--no-index", "--find-links", str(find_links)]
     run_uv(

@@ -6,30 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sdenv.cli._args import add_dirs
+from sdenv.cli._args import add_lock_target
 from sdenv.cli._output import err, out, print_json, status_style, styled
-from sdenv.spec import DEFAULT_ENV
-
-
-def add_target(p: argparse.ArgumentParser, *, verb: str) -> None:
-    """ENV (or ``auto``) or ``--lock FILE``, and ``--python X.Y``: one lock target."""
-    p.add_argument(
-        "env",
-        nargs="?",
-        metavar="ENV",
-        help=f"env name or spec path, or 'auto': the env `sdenv probe` recommends "
-        f"(default: {DEFAULT_ENV})",
-    )
-    p.add_argument(
-        "--lock",
-        type=Path,
-        metavar="FILE",
-        help=f"{verb} this lockfile (a .txt lock or its pylock.*.toml) instead of ENV's",
-    )
-    p.add_argument(
-        "--python", metavar="X.Y", help="the target's Python (default: the one running sdenv)"
-    )
-    add_dirs(p)
 
 
 def register(sub: Any) -> None:
@@ -44,7 +22,7 @@ def register(sub: Any) -> None:
             "of an unchanged lock is a no-op."
         ),
     )
-    add_target(p, verb="sync")
+    add_lock_target(p, verb="sync")
     p.add_argument("--venv", type=Path, metavar="DIR", help="the venv to make or refresh")
     p.add_argument(
         "--wheelhouse",
