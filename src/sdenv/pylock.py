@@ -188,10 +188,14 @@ def disagreement(txt: Lockfile, pylock_file: Path) -> str | None:
     mine, theirs = {p.name: p for p in txt.pins}, {p.name: p for p in other.pins}
     for name in sorted(set(mine) | set(theirs)):
         a, b = mine.get(name), theirs.get(name)
-        if a != b:
-            said = f"{b.version} with {len(b.hashes)} hashes" if b else "nothing"
-            want = f"{a.version} with {len(a.hashes)} hashes" if a else "nothing"
-            return f"{pylock_file}: {name}: pins {said}, the .txt lock {want}; run `sdenv lock`"
+        if a == b:
+            continue
+        if a and b and a.version == b.version:
+            what = f"{name}=={a.version}: other sha256 hashes than the .txt lock's"
+        else:
+            what = f"{name}: {b.version if b else 'not pinned'}, the .txt lock: "
+            what += a.version if a else "not pinned"
+        return f"{pylock_file}: {what}; run `sdenv lock`"
     return None
 
 
