@@ -10,7 +10,8 @@ Per target (env, python, platform):
    requests; re-resolve with the matching xformers when wrong), GPU coverage;
 3. the import proof: install the lock into a throwaway venv and run the smoke there, for every
    target whose Python exists here; ``--search`` bisects the culprit of a failure;
-4. write atomically, under a file lock per env. A target that fails is not written.
+4. write atomically, under a file lock per env, with its PEP 751 twin (``sdenv.pylock``) beside
+   it. A target that fails is not written.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from sdenv.lockfile import (
     read_lockfile,
     render_lockfile,
 )
+from sdenv.pylock import disagreement, index_files, pylock_path, render_pylock
 from sdenv.resolve import Resolution, ResolveError, ResolveInput, resolve
 from sdenv.spec import EnvSpec, Target
 from sdenv.venv import find_python, install_lock, run_uv
@@ -640,12 +642,23 @@ def lock_target(spec: EnvSpec, target: Target, opts: LockOptions) -> TargetResul
     if opts.dry_run:
         result.status = "planned"
         return result
-    if path.exists() and path.read_text() == text:
+    same_txt = path.exists() and path.read_text() == text
+    py_path = pylock_path(path)
+    if same_txt and disagreement(replace(lock, path=path), py_path) is None:
         result.status = "unchanged"
+        return result
+    # The PEP 751 twin: the same pins and hashes, with each file's url from the index listing.
+    opts.progress(f"{target.slug}: listing the index for {py_path.name}")
+    try:
+        py_text = render_pylock(lock, index_files(lock.pins, [i.url for i in spec.indexes]))
+    except LockfileError as exc:
+        result.status, result.message = "failed", f"{target.slug}: {exc}"
         return result
     from sdenv._fs import write_atomic
 
-    write_atomic(path, text)
+    if not same_txt:
+        write_atomic(path, text)
+    write_atomic(py_path, py_text)
     result.status = "written"
     return result
 
@@ -676,6 +689,10 @@ def check_target(spec: EnvSpec, target: Target, opts: LockOptions) -> TargetResu
         result.status, result.message = "stale", f"{exc}"
         return result
     result.pins = lock.versions()
+    disagrees = disagreement(lock, pylock_path(path))
+    if disagrees:
+        result.status, result.message = "stale", disagrees
+        return result
     if lock.get("spec-sha256") != spec.sha256:
         result.status = "stale"
         result.message = (

@@ -116,10 +116,8 @@ def list_files(index_url: str, name: str, *, strict: bool = False) -> list[Index
     return files
 
 
-@cache
-def target_tags(python: str, platform: str) -> frozenset[Tag]:
-    """Wheel tags a CPython ``python`` ("3.11") on a uv platform ("x86_64-manylinux_2_28") takes."""
-    major, minor = (int(p) for p in python.split("."))
+def platform_tags(platform: str) -> list[str]:
+    """Platform tags a uv platform ("x86_64-manylinux_2_28") takes, best first."""
     arch, _, libc = platform.partition("-")
     plats: list[str] = []
     if libc.startswith("manylinux_2_"):
@@ -128,6 +126,14 @@ def target_tags(python: str, platform: str) -> frozenset[Tag]:
         legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
         plats += [f"{tag}_{arch}" for m, tag in legacy.items() if m <= glibc]
     plats.append(f"linux_{arch}")
+    return plats
+
+
+@cache
+def target_tags(python: str, platform: str) -> frozenset[Tag]:
+    """Wheel tags a CPython ``python`` ("3.11") on a uv platform ("x86_64-manylinux_2_28") takes."""
+    major, minor = (int(p) for p in python.split("."))
+    plats = platform_tags(platform)
     version = (major, minor)
     tags = list(cpython_tags(version, platforms=plats))
     tags += list(compatible_tags(version, f"cp{major}{minor}", plats))
