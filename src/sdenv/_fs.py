@@ -28,3 +28,32 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def require_dir_arg(path: Path, option: str) -> None:
+    """An output or input directory option: missing is fine (it is created), another kind is not.
+
+    Checked before any work, so a file given where a directory belongs ends in one line, not in
+    a traceback from ``mkdir`` after minutes of resolving.
+    """
+    from sdenv.errors import UsageError
+
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                what = "is a file" if p == path else f"is inside {p}, which is a file"
+                raise UsageError(f"{option} {path}: {what}, not a directory; pass a directory")
+            return
+
+
+def require_file_arg(path: Path, option: str, what: str, fix: str) -> None:
+    """An input file option: say which of missing / a directory / not a regular file it is."""
+    from sdenv.errors import UsageError
+
+    if path.is_file():
+        return
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a directory, not a {what}; {fix}")
+    if path.exists():
+        raise UsageError(f"{option} {path}: not a regular file, not a {what}; {fix}")
+    raise UsageError(f"{option} {path}: no such {what}; {fix}")

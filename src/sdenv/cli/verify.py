@@ -71,6 +71,13 @@ def run(args: argparse.Namespace) -> int:
                 highlight=False,
             )
 
+    if not args.json:
+        err.print(
+            f"verifying {args.python or 'this interpreter'}: probe, then drift, smoke and the "
+            "model check (each part is listed as it ends)",
+            highlight=False,
+            markup=False,
+        )
     result = verify(
         python=args.python,
         lock=args.lock,
@@ -89,14 +96,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render(result: Any) -> None:
-    from rich.table import Table
+    from sdenv.cli._output import table as new_table
 
-    table = Table(title=f"sdenv verify: {result.python}", title_justify="left")
-    table.add_column("part")
-    table.add_column("status")
-    table.add_column("required")
-    table.add_column("time", justify="right")
-    table.add_column("reasons")
+    table = new_table(
+        ("part", "status", "required", "time", "reasons"),
+        title=f"sdenv verify: {result.python}",
+        title_justify="left",
+    )
     for p in result.parts:
         reasons = list(p.reasons)
         table.add_row(
