@@ -111,6 +111,36 @@ def odd_paths(tmp_path: Path) -> dict[str, Path]:
         ),
         (["image", "build", "--out-dir", "{file}"], "--out-dir {file}: is a file"),
         (["image", "build", "--lock", "{dir}"], "--lock {dir}: is a directory, not a lockfile"),
+        (["image", "build", "--lock", "{binary}"], "{binary}: binary data, not a lockfile"),
+        # The same kinds elsewhere: every option naming a file or a directory.
+        (
+            ["generate", "--model", "{file}", "--prompt", "p", "--out", "o.png"],
+            "{file}: is a file, not a model directory",
+        ),
+        (["audit", "--lock-dir", "{file}"], "--lock-dir {file}: is a file"),
+        (
+            ["audit", "--ignore-file", "{dir}", "--envs-dir", "{repo}/envs"]
+            + ["--lock-dir", "{repo}/lockfiles"],
+            "{dir}: cannot read the ignore file",
+        ),
+        (["probe", "--no-torch", "--save-facts", "{dir}"], "{dir}: is a directory; name the file"),
+        (
+            ["probe", "--no-torch", "--save-facts", "{file}/f.json"],
+            "{file} is a file, not a directory",
+        ),
+        (["probe", "--facts", "{binary}"], "{binary}: binary data, not a JSON fact set"),
+        (["probe", "--facts", "{dir}"], "{dir}: cannot read: Is a directory"),
+        (
+            ["lock", "--rules", "{binary}", "--check", "--envs-dir", "{repo}/envs"],
+            "{binary}: binary data, not a TOML rules",
+        ),
+        (
+            ["lock", "--rules", "{dir}", "--check", "--envs-dir", "{repo}/envs"],
+            "{dir}: cannot read the rules file",
+        ),
+        (["lock", "{binary}", "--check"], "{binary}: not UTF-8 text"),
+        (["smoke", "--python", "{dir}"], "--python {dir}: is a directory"),
+        (["smoke", "--python", "/bin/true"], "--python /bin/true: not a working Python"),
     ],
 )
 def test_bad_path_or_value_is_one_line_exit_2(
@@ -124,7 +154,7 @@ def test_bad_path_or_value_is_one_line_exit_2(
     monkeypatch.chdir(tmp_path)
     if "{dir}/x.png/" in argv:
         (odd_paths["dir"] / "x.png").mkdir()
-    args = [a.format(**odd_paths) for a in argv]
+    args = [a.format(**odd_paths, repo=SRC.parent) for a in argv]
     start = time.perf_counter()
     assert main(args) == 2
     # Inputs are checked before any slow step.
@@ -505,21 +535,16 @@ def test_one_slow_package_is_not_audited_not_an_outage(
     assert "1 not audited" in out
 
 
-def test_json_is_printed_even_when_the_service_is_down(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+def test_json_is_printed_on_a_usage_error_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    lock = write_lock(tmp_path / "l.txt", {"rich": "13.9.4"}, [])
-    argv = ["audit", "--json", "--lock", str(lock), "--osv-url", "http://127.0.0.1:9/v1/query"]
-    assert main(argv) == 1
+    # The service-down case: tests/test_audit.py::test_cli_unreachable_is_one_line_error.
+    assert main(["audit", "--json", "--lock", str(tmp_path / "none.txt")]) == 2
     captured = capsys.readouterr()
     data = json.loads(captured.out)
-    assert data["report"] is None and data["exit_code"] == 1
-    assert "cannot reach the osv vulnerability service" in data["error"]
+    assert data == {"report": None, "error": data["error"], "exit_code": 2}
     assert one_error_line(captured.err) == f"sdenv: error: {data['error']}"
-    # A usage error is a JSON object too.
-    assert main(["audit", "--json", "--lock", str(tmp_path / "none.txt")]) == 2
-    assert json.loads(capsys.readouterr().out)["exit_code"] == 2
+    assert "--lock" in data["error"] and "no such lockfile" in data["error"]
 
 
 def test_fix_after_the_ignore_file(osv: OsvServer, tmp_path: Path) -> None:

@@ -11,7 +11,15 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     """Write ``data`` to ``path`` through a temp file in the same directory, then rename.
 
     Readers see the old file or the new one, never a torn one, and a crash leaves no partial file.
+    A path that is a directory, or lies under a file, is a usage error naming it.
     """
+    from sdenv.errors import UsageError
+
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory; name the file to write")
+    blocker = _file_in_the_way(path.parent)
+    if blocker is not None:
+        raise UsageError(f"{path}: {blocker} is a file, not a directory; choose another path")
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -30,6 +38,14 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         raise
 
 
+def _file_in_the_way(path: Path) -> Path | None:
+    """The nearest existing one of ``path`` and its parents, when it is not a directory."""
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            return None if p.is_dir() else p
+    return None
+
+
 def require_dir_arg(path: Path, option: str) -> None:
     """An output or input directory option: missing is fine (it is created), another kind is not.
 
@@ -38,12 +54,10 @@ def require_dir_arg(path: Path, option: str) -> None:
     """
     from sdenv.errors import UsageError
 
-    for p in (path, *path.parents):
-        if p.exists() or p.is_symlink():
-            if not p.is_dir():
-                what = "is a file" if p == path else f"is inside {p}, which is a file"
-                raise UsageError(f"{option} {path}: {what}, not a directory; pass a directory")
-            return
+    blocker = _file_in_the_way(path)
+    if blocker is not None:
+        what = "is a file" if blocker == path else f"is inside {blocker}, which is a file"
+        raise UsageError(f"{option} {path}: {what}, not a directory; pass a directory")
 
 
 def require_file_arg(path: Path, option: str, what: str, fix: str) -> None:

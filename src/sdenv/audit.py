@@ -138,6 +138,8 @@ def load_ignore_file(path: Path, today: dt.date | None = None) -> IgnoreList:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise IgnoreFileError(f"{path}: no such ignore file; check --ignore-file") from None
+    except OSError as exc:
+        raise IgnoreFileError(f"{path}: cannot read the ignore file ({exc.strerror})") from None
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise IgnoreFileError(f"{path}: invalid TOML: {exc}; fix the syntax") from exc
     unknown = sorted(set(data) - {"ignore"})

@@ -605,6 +605,8 @@ def _resolve_python(python: Path | str | None) -> str:
     path = Path(found or python)
     if not path.exists():
         raise SmokeError(f"--python {python}: no such interpreter; pass a venv's bin/python")
+    if path.is_dir():
+        raise SmokeError(f"--python {python}: is a directory; pass a venv's bin/python")
     # Absolute (checks run in a temp dir) but not resolved: a venv's python is a symlink whose
     # target would run outside the venv.
     return os.path.abspath(path)

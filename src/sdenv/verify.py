@@ -33,7 +33,7 @@ from sdenv import _cleanup
 from sdenv._cleanup import throwaway_dir
 from sdenv._json import to_jsonable
 from sdenv.errors import SdenvError, UsageError
-from sdenv.lockfile import DEFAULT_LOCK_DIR, Lockfile
+from sdenv.lockfile import DEFAULT_LOCK_DIR
 
 # For Python 3.11 this is lockfiles/sd35-fp8-cu121-py3.11-linux_x86_64.txt.
 DEFAULT_LOCK_PATTERN = "lockfiles/sd35-fp8-cu121-py{python}-linux_x86_64.txt"
@@ -243,9 +243,10 @@ def _target_platform(python: str | None) -> str | None:
 
 def check_inputs(
     python: str | None, lock: Path | None, no_lock: bool, model: Path | None
-) -> tuple[Path | None, Lockfile | None]:
+) -> Path | None:
     """Every input checked before any slow part starts (well under a second): the interpreter
-    runs and is a Python, the lock parses, the model path is a directory. Returns the lock."""
+    runs and is a Python, the lock parses, the model path is a directory. Returns the lock's
+    path (the default lock of the interpreter's Python unless given or ``no_lock``)."""
     from sdenv._fs import require_file_arg
     from sdenv.lockfile import read_lockfile
 
@@ -261,14 +262,15 @@ def check_inputs(
         lock = None
     elif lock is None:
         lock = default_lock(version)
-    parsed = read_lockfile(lock) if lock is not None else None
+    if lock is not None:
+        read_lockfile(lock)  # a malformed lock fails now, not after the smoke and model runs
     if model is not None and not model.is_dir():
         what = "is a file, not a model directory" if model.exists() else "no such model directory"
         raise VerifyError(
             f"--model {model}: {what}; pass a local diffusers-format SD3.5 directory "
             "(the one holding model_index.json)"
         )
-    return lock, parsed
+    return lock
 
 
 def smoke_part(python: str | None, *, gpu: bool | None, timeout: float) -> Part:
@@ -378,12 +380,15 @@ def verify(
     smoke_timeout: float = 180.0,
     model_timeout: float = 600.0,
     on_part: Callable[[Part], None] | None = None,
+    on_start: Callable[[str], None] | None = None,
 ) -> VerifyResult:
     """Probe, then drift, smoke and model check concurrently; one result with every reason."""
     t0 = time.perf_counter()
     target = str(python) if python is not None else None
-    lock, _parsed = check_inputs(target, lock, no_lock, model)
+    lock = check_inputs(target, lock, no_lock, model)
     exe = target or sys.executable
+    if on_start:
+        on_start(exe)
 
     def guarded(name: str, fn: Callable[[], Part]) -> Part:
         start = time.perf_counter()

@@ -163,7 +163,10 @@ def run_build(args: argparse.Namespace) -> int:
 
     require_dir_arg(args.out_dir, "--out-dir")
     if args.lock is not None:
+        from sdenv.lockfile import read_lockfile
+
         require_file_arg(args.lock, "--lock", "lockfile", "pass a lockfile made by `sdenv lock`")
+        read_lockfile(args.lock)  # binary or malformed: one line now, before the engine starts
     req = core.BuildRequest(
         env=args.env,
         python=args.python,

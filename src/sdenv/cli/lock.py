@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
             rules = tuple(parse_rules(args.rules.read_text(encoding="utf-8"), str(args.rules)))
         except OSError as exc:
             raise RulesError(f"{args.rules}: cannot read the rules file ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise RulesError(f"{args.rules}: binary data, not a TOML rules file") from None
     # Which targets, per spec, decided before anything runs: checking or locking nothing is a
     # usage error, never an empty pass.
     planned = []

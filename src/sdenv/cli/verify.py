@@ -71,13 +71,15 @@ def run(args: argparse.Namespace) -> int:
                 highlight=False,
             )
 
-    if not args.json:
-        err.print(
-            f"verifying {args.python or 'this interpreter'}: probe, then drift, smoke and the "
-            "model check (each part is listed as it ends)",
-            highlight=False,
-            markup=False,
-        )
+    def start(python: str) -> None:
+        if not args.json:  # after the inputs passed: a usage error stays one line
+            err.print(
+                f"verifying {python}: probe, then drift, smoke and the model check "
+                "(each part is listed as it ends)",
+                highlight=False,
+                markup=False,
+            )
+
     result = verify(
         python=args.python,
         lock=args.lock,
@@ -87,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         gpu=args.gpu,
         check_files=not args.no_hash,
         on_part=progress,
+        on_start=start,
     )
     if args.json:
         print_json(result)
