@@ -548,7 +548,8 @@ def _not_fixable_here(
     """Why none of ``fixes`` (versions above the pin) can go into the env of ``locks``: a
     constraint that the lock's header records as coming from its CUDA line (the PyPI torch
     series built for it) or from a known-incompatibility rule excludes every one of them. The
-    spec's own ranges do not count: widening the spec is a fix. "" when a fix fits."""
+    spec's own ranges do not count (widening the spec is a fix), nor do the checks' pins (the
+    dry-run re-lock judges those). "" when a fix fits."""
     from packaging.requirements import Requirement
 
     from sdenv.lock import constraints_from_header
@@ -557,7 +558,7 @@ def _not_fixable_here(
     for lock in locks:
         for constraint, why in constraints_from_header(lock):
             req = Requirement(constraint)
-            if canonicalize_name(req.name) != name or why == "spec":
+            if canonicalize_name(req.name) != name or not why.startswith(("PyPI torch", "rule ")):
                 continue
             if any(req.specifier.contains(v, prereleases=True) for v in wanted):
                 continue

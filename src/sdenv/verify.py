@@ -213,7 +213,7 @@ def drift_part(python: str | None, lock_path: Path | None, *, check_files: bool 
     if want_py and inv_py and not inv_py.startswith(want_py + ".") and inv_py != want_py:
         reasons.insert(0, f"lock is for Python {want_py}, this interpreter is {inv_py}")
     want_platform, here = header_platform(lock), _target_platform(python)
-    if want_platform != here:
+    if want_platform is not None and want_platform != here:
         reasons.insert(0, f"lock is for platform {want_platform}, this interpreter runs on {here}")
     if reasons:
         return Part("drift", "fail", reasons=reasons, seconds=seconds, detail=detail)

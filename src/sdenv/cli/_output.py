@@ -55,7 +55,7 @@ def progress(label: str, *, quiet: bool = False) -> Iterator[Callable[[str], Non
             print(f"sdenv: {msg}", file=sys.stderr, flush=True)
             last[:] = [msg]
 
-    line(label)
+    # No line for the label itself: a run that fails at once stays one error line.
     yield line
 
 
