@@ -298,8 +298,12 @@ def test_cli_unreachable_is_one_line_error(
     url = f"http://127.0.0.1:{free_port()}"
     assert main(["audit", "--lock", str(lock), "--osv-url", url, "--json"]) == 1
     captured = capsys.readouterr()
-    assert captured.out == ""
     assert captured.err.startswith("sdenv: error: cannot reach the osv vulnerability service")
+    assert len(captured.err.splitlines()) == 1
+    # --json: stdout still holds one JSON object, with the same error (issue 14).
+    data = json.loads(captured.out)
+    assert data["report"] is None and data["exit_code"] == 1
+    assert captured.err == f"sdenv: error: {data['error']}\n"
 
 
 def test_cli_bad_ignore_file_is_usage_error(

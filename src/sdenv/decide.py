@@ -159,6 +159,20 @@ class MachineFacts:
         assert isinstance(facts, MachineFacts)
         if facts.schema != SCHEMA:
             raise FactsError(f"{where}: schema {facts.schema} unsupported; expected {SCHEMA}")
+        # A cc is compared as a version everywhere after this: refuse one that is not, here.
+        ccs = [(f"gpus[{i}]", g.cc) for i, g in enumerate(facts.gpus)]
+        if facts.torch is not None:
+            ccs += [(f"torch.devices[{i}]", d.cc) for i, d in enumerate(facts.torch.devices)]
+        for field_, cc in ccs:
+            if cc is None:
+                continue
+            try:
+                parse_cc(cc)
+            except ValueError:
+                raise FactsError(
+                    f"{where}.{field_}.cc: {cc!r} is not a compute capability such as '8.9'; "
+                    "fix it or re-record the facts with `sdenv probe --save-facts`"
+                ) from None
         return facts
 
     @classmethod

@@ -172,8 +172,11 @@ class ModelLayout:
 def check_model_dir(model_dir: Path) -> ModelLayout:
     """Everything about ``model_dir`` that files can tell, before any import of torch."""
     if not model_dir.is_dir():
+        what = (
+            "is a file, not a model directory" if model_dir.exists() else "no such model directory"
+        )
         raise ModelLayoutError(
-            f"{model_dir}: no such model directory; pass a local diffusers-format SD3.5 directory"
+            f"{model_dir}: {what}; pass a local diffusers-format SD3.5 directory"
         )
     pickles = find_pickles(model_dir)
     if pickles:
@@ -581,6 +584,33 @@ def png_bytes(image: Any, result: GenerateResult) -> bytes:
     return buf.getvalue()
 
 
+def size_multiple(model_dir: Path) -> int:
+    """Height and width must be multiples of the VAE's downscale times the transformer's patch
+    size (8 x 2 = 16 for SD3.5), read from the model's own config files."""
+
+    def config(sub: str) -> dict[str, Any]:
+        try:
+            data = json.loads((model_dir / sub / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    blocks = config("vae").get("block_out_channels") or [0, 0, 0, 0]
+    patch = config("transformer").get("patch_size") or 2
+    return int(2 ** (len(blocks) - 1) * int(patch))
+
+
+def check_size(model_dir: Path, height: int | None, width: int | None) -> None:
+    multiple = size_multiple(model_dir)
+    for option, value in (("--height", height), ("--width", width)):
+        if value is not None and (value < multiple or value % multiple):
+            near = max(multiple, round(value / multiple) * multiple)
+            raise UsageError(
+                f"{option} {value}: must be a positive multiple of {multiple} for this model "
+                f"(VAE downscale x patch size); e.g. {near}"
+            )
+
+
 def generate(
     model_dir: Path,
     prompt: str,
@@ -596,6 +626,11 @@ def generate(
     """Load, run and write the PNG atomically (no file at all on failure)."""
     if out.suffix.lower() != ".png":
         raise UsageError(f"--out {out}: must end in .png")
+    if out.is_dir():
+        raise UsageError(f"--out {out}: is a directory; name the PNG file to write")
+    if steps < 1:
+        raise UsageError(f"--steps {steps}: must be at least 1")
+    check_size(model_dir, height, width)  # before the slow load, not after it
     loaded = load_pipeline(model_dir, mode, compile=compile)
     result, image = run_pipeline(loaded, prompt, steps=steps, seed=seed, height=height, width=width)
     if not result.finite:

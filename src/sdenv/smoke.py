@@ -12,7 +12,6 @@ library + sdenv.compat only at import time.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -20,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -28,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sdenv import compat
+from sdenv import _cleanup, compat
+from sdenv._cleanup import throwaway_dir
 from sdenv.errors import UsageError
 
 Status = Literal["pass", "fail", "skip"]
@@ -540,8 +539,9 @@ def _run_one(python: str, script: Path, name: str, gpu: bool | None, timeout: fl
     cmd = [python, str(script), name, *flag]
     start = time.perf_counter()
     try:
-        # A new session so a timeout kills the whole process group (any workers it started).
-        proc = subprocess.Popen(
+        # Its own session, so a timeout or a signal kills the whole process group (any workers
+        # it started); it dies with sdenv even on a SIGKILL.
+        proc = _cleanup.spawn(
             cmd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -549,19 +549,19 @@ def _run_one(python: str, script: Path, name: str, gpu: bool | None, timeout: fl
             errors="replace",
             cwd=script.parent,
             env=_child_env(),
-            start_new_session=True,
         )
     except OSError as exc:
         raise SmokeError(f"--python {python}: cannot run it ({exc.strerror or exc})") from exc
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        _cleanup.release(proc, kill=True)
         stdout, stderr = proc.communicate()
         seconds = time.perf_counter() - start
         what = f"timed out after {timeout:g} s"
         return _Raw("fail", what, what, {}, seconds, stderr[-LOG_TAIL:])
+    finally:
+        _cleanup.release(proc, kill=True)
     seconds = time.perf_counter() - start
     log = stderr[-LOG_TAIL:]
     for line in reversed(stdout.splitlines()):
@@ -607,6 +607,8 @@ def _resolve_python(python: Path | str | None) -> str:
     path = Path(found or python)
     if not path.exists():
         raise SmokeError(f"--python {python}: no such interpreter; pass a venv's bin/python")
+    if path.is_dir():
+        raise SmokeError(f"--python {python}: is a directory; pass a venv's bin/python")
     # Absolute (checks run in a temp dir) but not resolved: a venv's python is a symlink whose
     # target would run outside the venv.
     return os.path.abspath(path)
@@ -629,9 +631,9 @@ def run_smoke(
     started = time.perf_counter()
     exe = _resolve_python(python)
     selected = _select(checks)
-    with tempfile.TemporaryDirectory(prefix="sdenv-smoke-") as tmp:
+    with throwaway_dir("sdenv-smoke-") as tmp:
         # A private copy: the script's directory lands first on sys.path and must shadow nothing.
-        script = Path(tmp) / TARGET_SCRIPT.name
+        script = tmp / TARGET_SCRIPT.name
         shutil.copyfile(TARGET_SCRIPT, script)
         env = _run_env(exe, script, gpu, timeout)
         facts: dict[str, Any] = dict(env)
@@ -656,7 +658,14 @@ def run_smoke(
 
 def _run_env(exe: str, script: Path, gpu: bool | None, timeout: float) -> dict[str, Any]:
     """The stdlib-only ``env`` probe: proves the interpreter runs and gathers versions."""
-    raw = _run_one(exe, script, "env", gpu, min(timeout, 60.0))
+    limit = min(timeout, 60.0)
+    raw = _run_one(exe, script, "env", gpu, limit)
+    if raw.status != "pass" and raw.detail.startswith("timed out"):
+        # The interpreter did not fail: it was not given time to start (--timeout too small).
+        raise SmokeError(
+            f"--timeout {timeout:g}: the interpreter check of {exe} timed out after {limit:g} s "
+            "before it could answer; give each check more time (e.g. --timeout 180)"
+        )
     if raw.status != "pass":
         first = (raw.log.strip().splitlines() or [raw.detail])[-1]
         raise SmokeError(f"--python {exe}: not a working Python interpreter ({first})")

@@ -16,10 +16,12 @@ the verdict only with ``fail_on_skip``.
 
 from __future__ import annotations
 
+import json
 import os
+import platform
+import re
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,8 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sdenv import _cleanup
+from sdenv._cleanup import throwaway_dir
 from sdenv._json import to_jsonable
-from sdenv.errors import SdenvError
+from sdenv.errors import SdenvError, UsageError
 from sdenv.lockfile import DEFAULT_LOCK_DIR
 
 # For Python 3.11 this is lockfiles/sd35-fp8-cu121-py3.11-linux_x86_64.txt.
@@ -47,8 +51,9 @@ PARTS = ("probe", "drift", "smoke", "model")
 NO_TORCH = "torch is not installed: the model check cannot run"
 
 
-class VerifyError(SdenvError):
-    """verify could not start (the target interpreter does not run)."""
+class VerifyError(UsageError):
+    """verify could not start: bad input (an interpreter that does not run, a bad lock or model
+    path). Raised before any slow part starts."""
 
 
 @dataclass
@@ -120,16 +125,15 @@ def _target_env() -> dict[str, str]:
 
 def _run_target(python: str, args: list[str], timeout: float) -> tuple[int | None, str, str]:
     # cwd: an empty directory, so nothing in the caller's cwd shadows a module in the target.
-    with tempfile.TemporaryDirectory(prefix="sdenv-verify-") as cwd:
+    with throwaway_dir("sdenv-verify-") as cwd:
         try:
-            proc = subprocess.run(
+            proc = _cleanup.run(
                 [python, *args],
                 capture_output=True,
                 text=True,
                 timeout=timeout,
                 env=_target_env(),
                 cwd=cwd,
-                check=False,
             )
         except subprocess.TimeoutExpired as exc:
             out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
@@ -183,11 +187,17 @@ def probe_part(
         facts = collect_facts(with_torch=True)
     else:
         rc, out, errtext = _run_target(python, ["-c", _PROBE_SNIPPET], 120.0)
-        if rc != 0:
-            return Part(
-                "probe", "fail", reasons=[f"probe failed in {python}: {_last_line(errtext)}"]
-            ), {}
-        facts = MachineFacts.from_json(_last_line(out), f"probe facts from {python}")
+        try:
+            loaded: Any = json.loads(_last_line(out)) if rc == 0 else None
+        except ValueError:
+            loaded = None
+        if not isinstance(loaded, dict):
+            why = _last_line(errtext) if rc != 0 else f"no JSON report ({_last_line(out)})"
+            return Part("probe", "fail", reasons=[f"probe failed in {python}: {why}"]), {}
+        try:
+            facts = MachineFacts.from_dict(loaded, f"probe facts from {python}")
+        except ValueError as exc:
+            return Part("probe", "fail", reasons=[f"probe failed in {python}: {exc}"]), {}
     report: dict[str, Any] = to_jsonable(decide(facts, envs))
     seconds = time.perf_counter() - t0
     checks = report.get("checks", [])
@@ -223,7 +233,7 @@ def drift_part(python: str | None, lock_path: Path | None, *, check_files: bool 
     if lock_path is None:
         return Part("drift", "skip", required=False, reasons=["no lock given (--no-lock)"])
     from sdenv.drift import check_drift
-    from sdenv.lockfile import read_lockfile
+    from sdenv.lockfile import header_platform, read_lockfile
 
     t0 = time.perf_counter()
     lock = read_lockfile(lock_path)  # a missing/bad lock is a usage error: raised, exit 2
@@ -238,6 +248,9 @@ def drift_part(python: str | None, lock_path: Path | None, *, check_files: bool 
     want_py = lock.get("python")
     if want_py and inv_py and not inv_py.startswith(want_py + ".") and inv_py != want_py:
         reasons.insert(0, f"lock is for Python {want_py}, this interpreter is {inv_py}")
+    want_platform, here = header_platform(lock), _target_platform(python)
+    if want_platform is not None and want_platform != here:
+        reasons.insert(0, f"lock is for platform {want_platform}, this interpreter runs on {here}")
     if reasons:
         return Part("drift", "fail", reasons=reasons, seconds=seconds, detail=detail)
     note = f"{len(lock.pins)} pins match, {report.checked_files} files match their RECORD"
@@ -250,7 +263,50 @@ def _python_version(python: str | None) -> str | None:
     rc, out, _ = _run_target(
         python, ["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"], 30.0
     )
+    version = out.strip()
+    # Anything that exits 0 (/bin/true) is not an interpreter: it must print its version.
+    return version if rc == 0 and re.fullmatch(r"\d+\.\d+\.\d+", version) else None
+
+
+def _target_platform(python: str | None) -> str | None:
+    """``linux_x86_64``: the lock header's platform naming, for the target interpreter."""
+    snippet = "import platform, sys; print(sys.platform + '_' + platform.machine())"
+    if python is None:
+        return f"{sys.platform}_{platform.machine()}"
+    rc, out, _ = _run_target(python, ["-c", snippet], 30.0)
     return out.strip() if rc == 0 else None
+
+
+def check_inputs(
+    python: str | None, lock: Path | None, no_lock: bool, model: Path | None
+) -> Path | None:
+    """Every input checked before any slow part starts (well under a second): the interpreter
+    runs and is a Python, the lock parses, the model path is a directory. Returns the lock's
+    path (the default lock of the interpreter's Python unless given or ``no_lock``)."""
+    from sdenv._fs import require_file_arg
+    from sdenv.lockfile import read_lockfile
+
+    fix = "pass a venv's bin/python"
+    if python is not None:
+        require_file_arg(Path(python), "--python", "interpreter", fix)
+        if not os.access(python, os.X_OK):
+            raise VerifyError(f"--python {python}: not executable; {fix}")
+    version = _python_version(python)
+    if version is None:
+        raise VerifyError(f"--python {python}: not a working Python interpreter; {fix}")
+    if no_lock:
+        lock = None
+    elif lock is None:
+        lock = default_lock(version)
+    if lock is not None:
+        read_lockfile(lock)  # a malformed lock fails now, not after the smoke and model runs
+    if model is not None and not model.is_dir():
+        what = "is a file, not a model directory" if model.exists() else "no such model directory"
+        raise VerifyError(
+            f"--model {model}: {what}; pass a local diffusers-format SD3.5 directory "
+            "(the one holding model_index.json)"
+        )
+    return lock
 
 
 def smoke_part(python: str | None, *, gpu: bool | None, timeout: float) -> Part:
@@ -361,23 +417,16 @@ def verify(
     model_timeout: float = 600.0,
     on_part: Callable[[Part], None] | None = None,
     envs: Sequence[Any] = (),
+    on_start: Callable[[str], None] | None = None,
 ) -> VerifyResult:
     """Probe, then drift, smoke and model check concurrently; one result with every reason."""
     t0 = time.perf_counter()
     target = str(python) if python is not None else None
-    if lock is None and not no_lock:
-        version = _python_version(target)
-        if version is None:
-            raise VerifyError(f"{target}: cannot run this interpreter; pass a venv's bin/python")
-        lock = default_lock(version)
-    if no_lock:
-        lock = None
-    if lock is not None and not lock.is_file():
-        from sdenv.lockfile import read_lockfile
-
-        read_lockfile(lock)  # raises the one-line "no such lockfile; create it with ..." error
+    lock = check_inputs(target, lock, no_lock, model)
     exe = target or sys.executable
     promise = _lock_promise(lock, envs)
+    if on_start:
+        on_start(exe)
 
     def guarded(name: str, fn: Callable[[], Part]) -> Part:
         start = time.perf_counter()

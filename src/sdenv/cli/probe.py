@@ -63,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
             facts = MachineFacts.from_json(args.facts.read_text(encoding="utf-8"), str(args.facts))
         except OSError as exc:
             raise UsageError(f"{args.facts}: cannot read: {exc.strerror}; check the path") from exc
+        except UnicodeDecodeError:
+            raise UsageError(
+                f"{args.facts}: binary data, not a JSON fact set; record one with "
+                "`sdenv probe --save-facts FILE`"
+            ) from None
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
     else:

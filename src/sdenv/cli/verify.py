@@ -74,6 +74,15 @@ def run(args: argparse.Namespace) -> int:
                 highlight=False,
             )
 
+    def start(python: str) -> None:
+        if not args.json:  # after the inputs passed: a usage error stays one line
+            err.print(
+                f"verifying {python}: probe, then drift, smoke and the model check "
+                "(each part is listed as it ends)",
+                highlight=False,
+                markup=False,
+            )
+
     result = verify(
         python=args.python,
         lock=args.lock,
@@ -84,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         check_files=not args.no_hash,
         on_part=progress,
         envs=load_specs(args.envs_dir)[0],
+        on_start=start,
     )
     if args.json:
         print_json(result)
@@ -93,14 +103,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render(result: Any) -> None:
-    from rich.table import Table
+    from sdenv.cli._output import table as new_table
 
-    table = Table(title=f"sdenv verify: {result.python}", title_justify="left")
-    table.add_column("part")
-    table.add_column("status")
-    table.add_column("required")
-    table.add_column("time", justify="right")
-    table.add_column("reasons")
+    table = new_table(
+        ("part", "status", "required", "time", "reasons"),
+        title=f"sdenv verify: {result.python}",
+        title_justify="left",
+    )
     for p in result.parts:
         reasons = list(p.reasons)
         table.add_row(
