@@ -2,10 +2,11 @@
 # Prove one committed lock on an H200 box without index access: a venv made from the lock,
 # offline and hash-checked, sdenv installed --no-deps, then verify, generate and bench in it.
 #   bash benchmarks/device_gpu_proof.sh lockfiles/STEM.txt [BENCH_ARGS...]
-# The box has no index: the lock's wheelhouse (`sdenv wheelhouse STEM --out DIR`, every wheel
-# checked against the lock's sha256, plus tools/ with the sdenv wheel) travels before this runs,
-# as one tar split into pieces that earlier calls copied to /root/wh/ (piece.NN + SHA256):
-#   tar -C WHEELHOUSE -cf all.tar . ; sha256sum all.tar > SHA256 ; split -b 60000000 -d all.tar piece.
+# The box has no index: the lock's wheelhouse (`sdenv wheelhouse --lock LOCK --out DIR`, every
+# wheel checked against the lock's sha256; plus DIR/tools/ with the sdenv wheel and the uv,
+# tomli-w and packaging wheels its sync needs) travels before this runs, as one tar split into
+# pieces (tar, sha256 of the tar, split -b 58000000) that earlier calls copied to /root/wh/
+# (piece.NN and SHA256), one piece per call.
 # Writes under $OUT: gpu-proof-STEM.json (scripts/gpu_proof.py) and the raw command outputs.
 # BENCH_ARGS default to --compile (every mode the probe allows); PROOF_NOT_RUN / PROOF_NOTES add a
 # line to the proof's not_run / notes (e.g. a mode left out on purpose, with the evidence why).
@@ -30,14 +31,19 @@ mkdir -p "$WH" && tar -C "$WH" -xf /root/all.tar && rm -f /root/all.tar
 stamp "joined $(ls "$WH"/*.whl | wc -l) wheels, tar sha256 ok"
 
 VENV=/root/envs/$STEM
-python3 -m venv "$VENV" || exit 1
+# sdenv's own sync, run from this checkout with the few packages it needs beside it (the box has
+# packaging, rich and filelock; uv, tomli-w and a newer packaging travel in tools/).
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/sdenv-site \
+  "$WH"/tools/uv-*.whl "$WH"/tools/tomli_w-*.whl "$WH"/tools/packaging-*.whl || exit 1
+export PYTHONPATH=/tmp/sdenv-site:$PWD/src
+python3 -m sdenv sync --wheelhouse "$WH" --venv "$VENV" --json >"$OUT/sync.json" \
+  || { echo "sync failed"; cat "$OUT/sync.json"; exit 1; }
+stamp "sdenv sync --wheelhouse (offline, hash-checked, drift-checked)"
+python3 -m uv pip install -q --python "$VENV/bin/python" --no-deps --offline \
+  "$WH"/tools/sdenv-*.whl || exit 1
+unset PYTHONPATH
 V=$VENV/bin
-t0=$(date +%s)
-# --require-hashes: every wheel is checked against the lock's sha256 again on install.
-"$V/python" -m pip install -q --no-index --find-links "$WH" --require-hashes --no-deps \
-  --no-compile -r "$LOCK" || { echo "install from the lock failed"; exit 1; }
-"$V/python" -m pip install -q --no-index --no-deps --no-compile "$WH"/tools/sdenv-*.whl || exit 1
-stamp "venv from $LOCK in $(( $(date +%s) - t0 )) s"
+stamp "sdenv installed --no-deps into the venv"
 
 cd /tmp  # run from outside the checkout: the venv's own sdenv, not the source tree
 REPO=$OLDPWD
