@@ -31,15 +31,17 @@ mkdir -p "$WH" && tar -C "$WH" -xf /root/all.tar && rm -f /root/all.tar
 stamp "joined $(ls "$WH"/*.whl | wc -l) wheels, tar sha256 ok"
 
 VENV=/root/envs/$STEM
-# sdenv's own sync, run from this checkout with the few packages it needs beside it (the box has
-# packaging, rich and filelock; uv, tomli-w and a newer packaging travel in tools/).
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/sdenv-site \
-  "$WH"/tools/uv-*.whl "$WH"/tools/tomli_w-*.whl "$WH"/tools/packaging-*.whl || exit 1
-export PYTHONPATH=/tmp/sdenv-site:$PWD/src
-python3 -m sdenv sync --wheelhouse "$WH" --venv "$VENV" --json >"$OUT/sync.json" \
+# sdenv's own sync, run from this checkout with the few packages it needs (uv, tomli-w and a newer
+# packaging travel in tools/; rich and filelock come from the lock's own wheels).
+# A venv of its own for them: on PYTHONPATH they would leak into the drift check of the new venv.
+python3 -m venv --system-site-packages /tmp/sdenv-tools || exit 1
+/tmp/sdenv-tools/bin/python -m pip install -q --no-index --no-compile --ignore-installed --find-links "$WH/tools" \
+  --find-links "$WH" uv tomli-w "packaging>=25" rich filelock || exit 1
+export PYTHONPATH=$PWD/src
+/tmp/sdenv-tools/bin/python -m sdenv sync --wheelhouse "$WH" --venv "$VENV" --json >"$OUT/sync.json" \
   || { echo "sync failed"; cat "$OUT/sync.json"; exit 1; }
 stamp "sdenv sync --wheelhouse (offline, hash-checked, drift-checked)"
-python3 -m uv pip install -q --python "$VENV/bin/python" --no-deps --offline \
+/tmp/sdenv-tools/bin/python -m uv pip install -q --python "$VENV/bin/python" --no-deps --offline \
   "$WH"/tools/sdenv-*.whl || exit 1
 unset PYTHONPATH
 V=$VENV/bin
