@@ -119,8 +119,15 @@ def odd_paths(tmp_path: Path) -> dict[str, Path]:
         ),
         (["audit", "--lock-dir", "{file}"], "--lock-dir {file}: is a file"),
         (
-            ["audit", "--ignore-file", "{dir}", "--envs-dir", "{repo}/envs"]
-            + ["--lock-dir", "{repo}/lockfiles"],
+            [
+                "audit",
+                "--ignore-file",
+                "{dir}",
+                "--envs-dir",
+                "{repo}/envs",
+                "--lock-dir",
+                "{repo}/lockfiles",
+            ],
             "{dir}: cannot read the ignore file",
         ),
         (["probe", "--no-torch", "--save-facts", "{dir}"], "{dir}: is a directory; name the file"),
@@ -641,3 +648,24 @@ def test_piped_tables_never_cut_paths(tmp_path: Path, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert str(lock) in out  # whole, on one line
     assert "…" not in out
+
+
+def test_env_with_the_fix_named_from_its_cuda_line_before_it_is_locked(
+    osv: OsvServer, tmp_path: Path
+) -> None:
+    envs = tmp_path / "envs"
+    envs.mkdir()
+    pypi = "https://pypi.org/simple"  # never contacted: the CUDA table says what it builds
+    write_spec(envs, pypi, {"torch": ">=2.5"}, name="new", cuda="cu124")
+    write_spec(envs, pypi, {"torch": ">=2.7"}, name="newest", cuda="cu128")
+    lock = write_lock(tmp_path / "locks" / "old.txt", {"torch": "2.4.1"}, CU121_HEADER)
+    publish(osv, advisory("PYSEC-T-1", "torch", ranges=[("0", "2.6.0")]))
+    report = audit.audit_locks(
+        [lock], osv_url=osv.query_url, lock_dir=tmp_path / "locks", envs_dir=envs
+    )
+    (finding,) = report.not_fixable_here
+    # PyPI builds torch 2.5-2.6 for cu124 and 2.8-2.10 for cu128 (src/sdenv/data/torch_cuda.toml).
+    assert finding.not_fixable_here.endswith(
+        "fixed in env new (torch 2.5-2.6 on cu124, not locked yet), "
+        "newest (torch 2.8-2.10 on cu128, not locked yet)"
+    )
