@@ -669,3 +669,52 @@ def test_env_with_the_fix_named_from_its_cuda_line_before_it_is_locked(
         "fixed in env new (torch 2.5-2.6 on cu124, not locked yet), "
         "newest (torch 2.8-2.10 on cu128, not locked yet)"
     )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["smoke", "--no-gpu"], ["verify", "--no-lock", "--no-gpu"]],
+    ids=["smoke", "verify"],
+)
+def test_sigterm_stops_the_target_processes_and_removes_temp_dirs(
+    argv: list[str], tmp_path: Path
+) -> None:
+    # A target interpreter whose torch check never ends (the others run for real).
+    wrapper = tmp_path / "python"
+    wrapper.write_text(
+        f'#!/bin/sh\ncase "$*" in *"_smoke_target.py torch"*) exec sleep 3137;; esac\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp), PYTHONPATH=str(SRC))
+
+    def sleepers() -> list[Path]:
+        return [
+            p
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit() and _cmdline(p) == "sleep\x003137\x00"
+        ]
+
+    cmd = [sys.executable, "-m", "sdenv", *argv, "--python", str(wrapper)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not sleepers():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert leftovers(tmp)
+    proc.terminate()
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "interrupted by SIGTERM" in one_error_line(err)
+    assert sleepers() == []
+    assert leftovers(tmp) == []
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
