@@ -3,17 +3,28 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 NOX := $(BIN)/nox --no-install --no-venv
+# The SD3.5 runtime that the torch tests run in: this env's lock for .venv's Python, synced by
+# `sdenv sync` into .envs/<lock target> (a no-op in well under 3 s when it is already in sync).
+RUNTIME_ENV ?= sd35-fp8-cu121
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install test test-online lint types lock lock-check image test-docker audit bench clean
+.PHONY: install test test-online lint types lock lock-check dev-lock image test-docker audit bench clean
 
 install: $(VENV)/.installed
+	$(BIN)/sdenv sync $(RUNTIME_ENV)
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,runtime]'
+# .venv: sdenv (editable) and its dev tools only, hash-checked from requirements/dev.txt; no torch.
+$(VENV)/.installed: pyproject.toml requirements/dev.txt
+	$(PYTHON) -m venv --clear $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes --no-deps \
+		-r requirements/dev.txt
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
+
+# Re-pin requirements/dev.txt after a change to pyproject.toml's dependencies (`make test` fails
+# until then); DEV_LOCK_ARGS=--upgrade moves every pin to the newest.
+dev-lock:
+	$(BIN)/python scripts/lock_dev.py $(DEV_LOCK_ARGS)
 
 # Offline and fast: lint, types, and every test not marked online/docker/gpu.
 test: install
@@ -50,4 +61,4 @@ test-docker: install
 	$(NOX) -s tests_docker
 
 clean:
-	rm -rf $(VENV) .nox .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .envs .nox .mypy_cache .ruff_cache .pytest_cache

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sysconfig
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "none"
@@ -19,9 +23,32 @@ def types(session: nox.Session) -> None:
     session.run("mypy")
 
 
+# What the default addopts leave out besides `runtime`; the runtime pass keeps them out too.
+NOT_ONLINE = "not online and not docker and not gpu"
+
+
+def runtime_python() -> Path:
+    """The interpreter of the default env's synced runtime (`make install` runs `sdenv sync`)."""
+    from sdenv.pylock import read_any_lock
+    from sdenv.spec import DEFAULT_ENV
+    from sdenv.sync import default_venv, lock_for_env
+
+    lock = lock_for_env(os.environ.get("RUNTIME_ENV", DEFAULT_ENV))
+    return default_venv(read_any_lock(lock), lock) / "bin" / "python"
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
+    """Offline tests: in .venv, then those marked `runtime` in the runtime env (torch & co)."""
     session.run("pytest", "-q", *session.posargs)
+    python = runtime_python()
+    if not python.exists():
+        session.error(f"{python}: no runtime env; run `make install` (it runs `sdenv sync`)")
+    dev_site = sysconfig.get_path("purelib")  # .venv's: pytest and sdenv's own deps
+    session.run(
+        str(python), "tests/runtime_pytest.py", dev_site, "-q", "-m", f"runtime and {NOT_ONLINE}",
+        *session.posargs,
+    )  # fmt: skip
 
 
 @nox.session

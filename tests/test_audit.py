@@ -243,12 +243,13 @@ def test_lockfiles_for_env_names_missing_lock(repo: Path, tmp_path: Path) -> Non
 
 
 def test_lockfiles_for_env_targets(repo: Path, tmp_path: Path) -> None:
-    for py in ("3.10", "3.11"):
+    for py in ("3.10", "3.11", "3.12"):
         write_lock(tmp_path / f"sd35-fp8-cu121-py{py}-linux_x86_64.txt", {"six": "1.16.0"})
     found = audit.lockfiles_for([], [], tmp_path, repo / "envs")  # the default env
     assert [t.label for t in found] == [
         "sd35-fp8-cu121-py3.10-linux_x86_64",
         "sd35-fp8-cu121-py3.11-linux_x86_64",
+        "sd35-fp8-cu121-py3.12-linux_x86_64",
     ]
     assert all(t.spec is not None and t.spec.name == "sd35-fp8-cu121" for t in found)
 

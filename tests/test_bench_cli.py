@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("diffusers")
+pytestmark = pytest.mark.runtime  # torch and diffusers: the runtime env's
 
 TINY = {
     "_class_name": "SD3Transformer2DModel",

@@ -8,9 +8,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("diffusers")
-pytest.importorskip("tokenizers")
-
 from sdenv.cli import main
 from sdenv.generate import (
     Fp8Unavailable,
@@ -24,6 +21,8 @@ from sdenv.generate import (
     plan_memory,
     resolve_mode,
 )
+
+pytestmark = pytest.mark.runtime  # diffusers, transformers, torch: the runtime env's
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """``sdenv probe`` on this machine for real: no NVML library, no /proc/driver/nvidia, no nvidia-smi.
 
 Nothing is faked: the fact sources really fail here and the probe must say so and exit 0, with
-torch (the .venv's CPU-usable torch) and without it. The FP8 GEMM check runs for real on CPU.
+torch (the runtime env's, in the tests marked runtime) and without it. The FP8 GEMM check runs for
+real on CPU.
 """
 
 from __future__ import annotations
@@ -75,8 +76,10 @@ def test_probe_modules_import_only_the_stdlib() -> None:
 
 
 @needs_no_gpu
+@pytest.mark.runtime
 def test_full_probe_on_this_box_with_real_torch() -> None:
-    torch = pytest.importorskip("torch")
+    import torch
+
     facts = collect_facts(with_torch=True)
     assert facts.torch is not None and facts.torch.installed
     assert facts.torch.version == torch.__version__
@@ -122,8 +125,10 @@ def test_without_nvidia_ml_py_the_probe_falls_back() -> None:
     assert facts.notes[1] == "nvidia-smi: not on PATH"
 
 
+@pytest.mark.runtime
 def test_scaled_mm_check_runs_for_real_on_cpu() -> None:
-    torch = pytest.importorskip("torch")
+    import torch
+
     if not hasattr(torch, "float8_e4m3fn"):
         pytest.skip("torch without float8")
     from sdenv.probe import _scaled_mm_check

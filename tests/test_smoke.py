@@ -1,5 +1,5 @@
 """Offline tests of ``sdenv smoke``: classification on recorded real failures, crash/timeout
-isolation with small real scripts, FP8 checks on the .venv's own torch, and the CLI contract."""
+isolation with small real scripts, FP8 checks on the runtime env's torch, and the CLI contract."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_naive_diffusers_is_too_new_for_torch() -> None:
     assert f.kind == "too-new-for-torch"
     assert f.culprits == ["diffusers"]
     assert "torch.accelerator" in f.hint and "torch 2.4.1" in f.hint
-    assert "diffusers<0.36" in f.hint  # the bound measured to work (FACTS 3)
+    assert "diffusers<0.36" in f.hint  # measured to work: docs/evidence.md#E-working-set
     assert f.error == "AttributeError: module 'torch' has no attribute 'accelerator'"
 
 
@@ -240,7 +240,7 @@ def fake_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="module")
 def mixed_report(tmp_path_factory: pytest.TempPathFactory) -> SmokeReport:
     """One run (the checks cost a torch import each): a crashing accelerate, a diffusers too
-    new for torch, and the real safetensors and FP8 checks of the .venv's torch."""
+    new for torch, and the real safetensors and FP8 checks of the runtime env's torch."""
     site = _write_fake_packages(tmp_path_factory.mktemp("fake") / "site")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PYTHONPATH", str(site))
@@ -250,6 +250,7 @@ def mixed_report(tmp_path_factory: pytest.TempPathFactory) -> SmokeReport:
         )
 
 
+@pytest.mark.runtime
 def test_a_crash_does_not_take_the_run_down(mixed_report: SmokeReport) -> None:
     report = mixed_report
     by_name = {c.name: c for c in report.checks}
@@ -278,15 +279,17 @@ def test_a_crash_does_not_take_the_run_down(mixed_report: SmokeReport) -> None:
     assert report.culprits == ["diffusers", "accelerate"]
 
 
+@pytest.mark.runtime
 def test_dependents_of_a_failed_check_are_skipped_not_passed(mixed_report: SmokeReport) -> None:
     sd3 = mixed_report.check("sd3-forward")
     assert (sd3.status, sd3.detail) == ("skip", "needs diffusers (failed)")
     assert sd3.failure is None
 
 
-# --------------------------------------------------------------- FP8 checks on the .venv's torch
+# --------------------------------------------------------------- FP8 checks on the runtime's torch
 
 
+@pytest.mark.runtime
 def test_fp8_checks_pass_on_cpu_with_reported_overflow(mixed_report: SmokeReport) -> None:
     dtypes = mixed_report.check("fp8-dtypes")
     assert dtypes.status == "pass"
@@ -317,6 +320,7 @@ def test_target_script_imports_no_sdenv() -> None:
             assert need in CHECK_NAMES[:i], (spec.name, need)
 
 
+@pytest.mark.runtime
 def test_gpu_required_without_gpu_fails_and_relative_python(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -354,6 +358,7 @@ def test_unknown_check_and_bad_python() -> None:
         run_smoke("/nonexistent/bin/python")
 
 
+@pytest.mark.runtime
 def test_cli_json_and_exit_codes(
     capsys: pytest.CaptureFixture[str], fake_packages: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -377,6 +382,7 @@ def test_cli_json_and_exit_codes(
     assert "GPU checks off (--no-gpu)" in out and "all checks passed (1 skipped)" in out
 
 
+@pytest.mark.runtime
 def test_target_runs_standalone_without_sdenv(tmp_path: Path) -> None:
     # As in an image: a copy of the file, an interpreter that cannot import sdenv.
     copy = tmp_path / "t.py"

@@ -7,7 +7,8 @@ The worker talks JSON through two files (request in, result out) because diffuse
 inductor all print to stdout/stderr.
 
 Everything that turns figures into a verdict (statistics, ratios, the recommendation, the kernel
-categories of a profile) is a pure function here, tested on recorded numbers (FACTS section 6).
+categories of a profile) is a pure function here, tested on recorded numbers
+(``docs/evidence.md#E-h200-large-step``).
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Modes (the transformer only; text encoders and VAE stay bf16):
 - ``native``: torchao ``Float8DynamicActivationFloat8WeightConfig(PerRow)`` on the transformer's
   linear layers: FP8 weights *and* FP8 matmuls (``torch._scaled_mm``, compute capability >= 8.9).
-  ``compile=True`` adds ``torch.compile``: FACTS 6 shows FP8 is slower than bf16 eager and pays
-  only compiled (100 ms vs 186 ms per step on an H200, after a long first call).
+  ``compile=True`` adds ``torch.compile``: FP8 is slower than bf16 eager and pays
+  only compiled (100 ms vs 186 ms per step on an H200, after a long first call;
+  ``docs/evidence.md#E-h200-large-step``).
 - ``emulated``: diffusers ``enable_layerwise_casting``: weights stored float8_e4m3fn, upcast to
   bf16 per layer for compute. Halves the transformer's weight memory anywhere torch has float8.
 - ``off``: bf16.
@@ -315,23 +316,20 @@ def _require_native(device: str) -> None:
             f"--fp8 native needs compute capability >= 8.9, {torch.cuda.get_device_name()} "
             f"is {cc[0]}.{cc[1]}; use --fp8 emulated"
         )
+    import importlib.metadata
+
+    from sdenv.fp8 import BACKEND, backend_support
+
     try:
-        import torchao  # noqa: F401
-    except ImportError:
+        backend = importlib.metadata.version(BACKEND)
+    except importlib.metadata.PackageNotFoundError:
+        backend = None
+    support = backend_support(str(torch.__version__), backend)
+    if not support.ok:
         raise Fp8Unavailable(
-            "--fp8 native needs torchao (pip install torchao); or use --fp8 emulated"
-        ) from None
-
-
-def _fp8_linear_filter(module: Any, fqn: str) -> bool:
-    import torch
-
-    # torch._scaled_mm wants both matrix dims to be multiples of 16 (FACTS 7).
-    return (
-        isinstance(module, torch.nn.Linear)
-        and module.in_features % 16 == 0
-        and module.out_features % 16 == 0
-    )
+            f"--fp8 native: {support.reason}; use an env whose fp8 is 'native' "
+            "(`sdenv probe` names one) or --fp8 emulated"
+        )
 
 
 def _is_fp8(t: Any) -> bool:
@@ -448,17 +446,9 @@ def load_pipeline(
 
     t = time.perf_counter()
     if resolved == "native":
-        from torchao.quantization import (
-            Float8DynamicActivationFloat8WeightConfig,
-            PerRow,
-            quantize_,
-        )
+        from sdenv.fp8 import apply_native
 
-        quantize_(
-            pipe.transformer,
-            Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()),
-            filter_fn=_fp8_linear_filter,
-        )
+        apply_native(pipe.transformer)
     elif resolved == "emulated":
         pipe.transformer.enable_layerwise_casting(
             storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16

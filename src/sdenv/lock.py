@@ -10,7 +10,8 @@ Per target (env, python, platform):
    requests; re-resolve with the matching xformers when wrong), GPU coverage;
 3. the import proof: install the lock into a throwaway venv and run the smoke there, for every
    target whose Python exists here; ``--search`` bisects the culprit of a failure;
-4. write atomically, under a file lock per env. A target that fails is not written.
+4. write atomically, under a file lock per env, with its PEP 751 twin (``sdenv.pylock``) beside
+   it. A target that fails is not written.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from sdenv.lockfile import (
     read_lockfile,
     render_lockfile,
 )
+from sdenv.pylock import disagreement, index_files, pylock_path, render_pylock
 from sdenv.resolve import Resolution, ResolveError, ResolveInput, resolve
 from sdenv.spec import EnvSpec, Target
 from sdenv.venv import find_python, install_lock, run_uv
@@ -163,7 +165,7 @@ def data_sha256() -> str:
     h = hashlib.sha256()
     from importlib import resources
 
-    for name in ("rules.toml", "torch_cuda.toml"):
+    for name in ("rules.toml", "torch_cuda.toml", "fp8_backends.json"):
         h.update(resources.files("sdenv.data").joinpath(name).read_bytes())
     return h.hexdigest()
 
@@ -302,7 +304,11 @@ def resolve_and_check(
             for rule in fired:
                 cons += [(c, f"rule {rule.id}") for c in rule.constraints()]
             continue
-        results = [checks.check_rules(rules, pins), checks.check_cuda(pins, spec.cuda)]
+        results = [
+            checks.check_rules(rules, pins),
+            checks.check_cuda(pins, spec.cuda),
+            checks.check_fp8_backend(pins, spec.fp8),
+        ]
         xf = res.pin("xformers")
         cpp: CppLib | None = None
         if xf is not None and results[-1].ok:
@@ -359,6 +365,7 @@ def build_lockfile(
         ("platform", f"{target.platform} ({target.uv_platform})"),
         ("cuda", f"{spec.cuda}" + (f" ({cuda[1]})" if cuda else "")),
         ("compute-capabilities", " ".join(spec.compute_capabilities)),
+        ("fp8", spec.fp8),
         ("resolver", res.resolver),
         *((("rules", rules_source),) if rules_source else ()),
     ]
@@ -651,12 +658,23 @@ def lock_target(spec: EnvSpec, target: Target, opts: LockOptions) -> TargetResul
     if opts.dry_run:
         result.status = "planned"
         return result
-    if path.exists() and path.read_text() == text:
+    same_txt = path.exists() and path.read_text() == text
+    py_path = pylock_path(path)
+    if same_txt and disagreement(replace(lock, path=path), py_path) is None:
         result.status = "unchanged"
+        return result
+    # The PEP 751 twin: the same pins and hashes, with each file's url from the index listing.
+    opts.progress(f"{target.slug}: listing the index for {py_path.name}")
+    try:
+        py_text = render_pylock(lock, index_files(lock.pins, [i.url for i in spec.indexes]))
+    except LockfileError as exc:
+        result.status, result.message = "failed", f"{target.slug}: {exc}"
         return result
     from sdenv._fs import write_atomic
 
-    write_atomic(path, text)
+    if not same_txt:
+        write_atomic(path, text)
+    write_atomic(py_path, py_text)
     result.status = "written"
     return result
 
@@ -691,6 +709,10 @@ def check_target(spec: EnvSpec, target: Target, opts: LockOptions) -> TargetResu
     wrong = header_mismatch(lock, spec, target)
     if wrong:
         result.status, result.message = "stale", f"{path}: {wrong}; {fix}"
+        return result
+    disagrees = disagreement(lock, pylock_path(path))
+    if disagrees:
+        result.status, result.message = "stale", disagrees
         return result
     if lock.get("spec-sha256") != spec.sha256:
         result.status = "stale"
@@ -765,6 +787,9 @@ def header_mismatch(lock: Lockfile, spec: EnvSpec, target: Target) -> str:
     for key, want in expected.items():
         if lock.get(key) != want:
             return f"header {key} is {lock.get(key)!r}, {target.slug} needs {want!r}"
+    recorded_fp8 = lock.get("fp8")
+    if recorded_fp8 is not None and recorded_fp8 != spec.fp8:
+        return f"header fp8 is {recorded_fp8!r}, {spec.name} promises {spec.fp8!r}"
     cuda = (lock.get("cuda") or "").split(" ", 1)[0]
     if cuda != spec.cuda:
         return f"header cuda is {lock.get('cuda')!r}, {spec.name} is built for {spec.cuda}"

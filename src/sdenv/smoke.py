@@ -105,6 +105,7 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec(
         "fp8-matmul", "FP8 weight storage matmul", "torch", ("fp8-dtypes",), needs_on_gpu=("cuda",)
     ),
+    CheckSpec("fp8-backend", "torchao imports, FP8 config builds", "torchao", ("fp8-dtypes",)),
     CheckSpec(
         "scaled-mm", "torch._scaled_mm FP8 GEMM", "torch", ("cuda", "fp8-dtypes"), gpu_only=True
     ),
@@ -147,7 +148,8 @@ KINDS: Mapping[str, str] = {
     "error": "any other error",
 }
 
-# torch release -> the xformers release built for it (FACTS 1 + 2: cpp_lib.json of each wheel).
+# torch release -> the xformers release built for it (cpp_lib.json of each wheel:
+# docs/evidence.md#E-xformers-cpp-lib).
 XFORMERS_FOR_TORCH: Mapping[str, str] = {
     "2.4.0": "0.0.27.post2",
     "2.4.1": "0.0.28.post1",
@@ -158,7 +160,7 @@ XFORMERS_FOR_TORCH: Mapping[str, str] = {
     "2.9.1": "0.0.33.post2",
     "2.10.0": "0.0.35",
 }
-# Upper bounds measured to import with a torch minor (FACTS 3).
+# Upper bounds measured to import with a torch minor (docs/evidence.md#E-naive-resolve).
 KNOWN_BOUNDS: Mapping[str, Mapping[str, str]] = {
     "2.4": {"diffusers": "diffusers<0.36", "transformers": "transformers<5"},
 }
@@ -293,8 +295,8 @@ def classify(
     first, so a stray warning in the log cannot override what the traceback says. ``facts`` is
     what the run gathered (``versions`` by distribution, ``torch``, ``torch_cuda``, ``driver``,
     ``cc``, ``arch_list``, ``built_for_torch``, ``module_dists``, ``sys_path``). Recorded
-    strings from real failures (FACTS 3) are its tests. ``summary`` is the one-line error kept
-    in the Failure (default: the last exception line of ``error_text``).
+    strings from real failures (``docs/evidence.md#E-naive-resolve``) are its tests. ``summary``
+    is the one-line error kept in the Failure (default: the last exception line of ``error_text``).
     """
     facts = facts or {}
     spec = _SPECS.get(check)

@@ -97,12 +97,18 @@ def install(
     env: Mapping[str, str] | None = None,
 ) -> None:
     """``uv pip install`` into the venv of ``python``; first index is the default, others extra."""
-    index_args: list[str] = []
-    if index_urls:
-        index_args = ["--index-url", index_urls[0]]
-        for url in index_urls[1:]:
-            index_args += ["--extra-index-url", url]
-    run_uv(["pip", "install", "--quiet", "--python", str(python), *index_args, *args], env=env)
+    run_uv(
+        ["pip", "install", "--quiet", "--python", str(python), *index_args(index_urls), *args],
+        env=env,
+    )
+
+
+def index_args(index_urls: Sequence[str]) -> list[str]:
+    """pip/uv options for these indexes: the first is the default index, the others extra."""
+    out: list[str] = []
+    for i, url in enumerate(index_urls):
+        out += ["--index-url" if i == 0 else "--extra-index-url", url]
+    return out
 
 
 def install_lock(
@@ -118,4 +124,25 @@ def install_lock(
         ["--require-hashes", "--no-deps", "--only-binary", ":all:", "-r", str(lockfile)],
         index_urls=index_urls,
         env=env,
+    )
+
+
+def sync_lock(
+    python: Path,
+    lockfile: Path,
+    *,
+    index_urls: Sequence[str] = (),
+    find_links: Path | None = None,
+) -> None:
+    """Make the venv of ``python`` exactly ``lockfile``: hashes enforced, nothing resolved, every
+    package the lock does not pin removed (``uv pip sync``). With ``find_links`` no index and no
+    network at all: every wheel comes from that directory."""
+    source = index_args(index_urls)
+    if find_links is not None:
+        source = ["--offline", "--no-index", "--find-links", str(find_links)]
+    run_uv(
+        [
+            *("pip", "sync", "--quiet", "--python", str(python), *source),
+            *("--require-hashes", "--only-binary", ":all:", str(lockfile)),
+        ]
     )

@@ -16,14 +16,13 @@ the verdict only with ``fail_on_skip``.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +82,8 @@ class VerifyResult:
     parts: list[Part]
     seconds: float
     failed: list[str] = field(default_factory=list)  # "part: reason" for every failing reason
+    fp8_promise: str | None = None  # the lock's env fp8: native | emulated | auto (None: no lock)
+    advisory: str | None = None  # e.g. emulated here although the GPU runs native: which env does
 
     def part(self, name: str) -> Part:
         return next(p for p in self.parts if p.name == name)
@@ -149,31 +150,57 @@ def _last_line(text: str) -> str:
 # --------------------------------------------------------------------------- parts
 
 
+# The target collects facts (its torch, its torchao, its GPUs); the host decides, with the env
+# specs it has, so the advisory can name the env that runs native FP8 on this box.
 _PROBE_SNIPPET = (
-    "import json; from sdenv.probe import probe; from sdenv._json import to_jsonable; "
-    "print(json.dumps(to_jsonable(probe(with_torch=True))))"
+    "import dataclasses, json; from sdenv.probe import collect_facts; "
+    "print(json.dumps(dataclasses.asdict(collect_facts(with_torch=True))))"
 )
 
 
-def probe_part(python: str | None) -> tuple[Part, dict[str, Any]]:
+def fp8_promise(promise: str | None, report: dict[str, Any]) -> tuple[bool, str | None]:
+    """Pure: does this box keep the env's FP8 promise? (ok, a line to show, or None).
+
+    ``native``: where the hardware runs FP8 native, this env must too. ``emulated``: passes,
+    with the advisory naming the native env where the hardware could do more. ``auto`` (or no
+    lock): the best the env can run; never a failure by itself.
+    """
+    hardware = report.get("fp8_hardware_mode")
+    mode = report.get("fp8_mode")
+    if promise == "native" and hardware == "native" and mode != "native":
+        return False, (
+            f"the env promises native FP8 and this GPU runs it, but the env runs {mode}: "
+            f"{report.get('fp8_mode_reason')}"
+        )
+    return True, report.get("fp8_advisory")
+
+
+def probe_part(
+    python: str | None, envs: Sequence[Any] = (), promise: str | None = None
+) -> tuple[Part, dict[str, Any]]:
+    from sdenv.decide import MachineFacts, decide
+    from sdenv.probe import collect_facts
+
     t0 = time.perf_counter()
     if python is None:
-        from sdenv.probe import probe
-
-        report: dict[str, Any] = to_jsonable(probe(with_torch=True))
+        facts = collect_facts(with_torch=True)
     else:
         rc, out, errtext = _run_target(python, ["-c", _PROBE_SNIPPET], 120.0)
+        if rc != 0:
+            return Part(
+                "probe", "fail", reasons=[f"probe failed in {python}: {_last_line(errtext)}"]
+            ), {}
         try:
-            loaded: Any = json.loads(_last_line(out)) if rc == 0 else None
-        except ValueError:
-            loaded = None
-        if not isinstance(loaded, dict):
-            why = _last_line(errtext) if rc != 0 else f"no JSON report ({_last_line(out)})"
-            return Part("probe", "fail", reasons=[f"probe failed in {python}: {why}"]), {}
-        report = loaded
+            facts = MachineFacts.from_json(_last_line(out), f"probe facts from {python}")
+        except ValueError as exc:  # not a fact set (a crash, a wrapper's chatter): this part fails
+            return Part("probe", "fail", reasons=[f"probe failed in {python}: {exc}"]), {}
+    report: dict[str, Any] = to_jsonable(decide(facts, envs))
     seconds = time.perf_counter() - t0
     checks = report.get("checks", [])
     fails = [f"{c['name']}: {c['reason']}" for c in checks if c.get("status") == "fail"]
+    kept, fp8_line = fp8_promise(promise, report)
+    if not kept and fp8_line:
+        fails.append(f"fp8: {fp8_line}")
     gpus = report.get("gpus", [])
     detail = {
         "fp8_mode": report.get("fp8_mode"),
@@ -183,6 +210,10 @@ def probe_part(python: str | None) -> tuple[Part, dict[str, Any]]:
             for g in gpus
         ],
         "warnings": [f"{c['name']}: {c['reason']}" for c in checks if c.get("status") == "warn"],
+        "fp8_promise": promise,
+        "fp8_hardware_mode": report.get("fp8_hardware_mode"),
+        "native_env": report.get("native_env"),
+        "advisory": fp8_line if kept else None,
     }
     if fails:
         return Part("probe", "fail", reasons=fails, seconds=seconds, detail=detail), report
@@ -190,7 +221,8 @@ def probe_part(python: str | None) -> tuple[Part, dict[str, Any]]:
         reason = f"no NVIDIA GPU: {report.get('fp8_mode_reason', 'GPU checks not run')}"
         return Part("probe", "skip", reasons=[reason], seconds=seconds, detail=detail), report
     note = f"fp8 {report.get('fp8_mode')}: {report.get('fp8_mode_reason')}"
-    return Part("probe", "pass", reasons=[note], seconds=seconds, detail=detail), report
+    notes = [note] + ([f"advisory: {fp8_line}"] if fp8_line and fp8_line not in note else [])
+    return Part("probe", "pass", reasons=notes, seconds=seconds, detail=detail), report
 
 
 def drift_part(python: str | None, lock_path: Path | None, *, check_files: bool = True) -> Part:
@@ -381,6 +413,7 @@ def verify(
     model_timeout: float = 600.0,
     on_part: Callable[[Part], None] | None = None,
     on_start: Callable[[str], None] | None = None,
+    envs: Sequence[Any] = (),
 ) -> VerifyResult:
     """Probe, then drift, smoke and model check concurrently; one result with every reason."""
     t0 = time.perf_counter()
@@ -389,6 +422,7 @@ def verify(
     exe = target or sys.executable
     if on_start:
         on_start(exe)
+    promise = _lock_promise(lock, envs)
 
     def guarded(name: str, fn: Callable[[], Part]) -> Part:
         start = time.perf_counter()
@@ -413,7 +447,7 @@ def verify(
         smoke_f = pool.submit(
             guarded, "smoke", lambda: smoke_part(target, gpu=gpu, timeout=smoke_timeout)
         )
-        probe, probe_report = probe_part(target)
+        probe, probe_report = probe_part(target, envs, promise)
         if on_part:
             on_part(probe)
         mode, why = model_mode(probe_report)
@@ -433,4 +467,20 @@ def verify(
         parts=parts,
         seconds=round(time.perf_counter() - t0, 3),
         failed=failed,
+        fp8_promise=promise,
+        advisory=probe.detail.get("advisory"),
     )
+
+
+def _lock_promise(lock: Path | None, envs: Sequence[Any]) -> str | None:
+    """The env's fp8 promise: the lock header's, else its env spec's (locks made before it)."""
+    if lock is None:
+        return None
+    from sdenv.lockfile import read_lockfile
+
+    header = read_lockfile(lock)
+    promise = header.get("fp8")
+    if promise is None:
+        name = header.get("env")
+        promise = next((str(e.fp8) for e in envs if e.name == name), None)
+    return promise

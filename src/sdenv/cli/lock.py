@@ -96,13 +96,51 @@ def run(args: argparse.Namespace) -> int:
             else:
                 with core.env_file_lock(opts.lock_dir, spec.name):
                     results += [core.lock_target(spec, t, opts) for t in targets]
+        coverage = _torch_coverage(specs, args.envs_dir, status) if args.check else None
     if args.json:
         from sdenv.cli._output import print_json
 
-        print_json({"ok": all(r.ok for r in results), "targets": results})
+        doc: dict[str, Any] = {"ok": all(r.ok for r in results), "targets": results}
+        if coverage is not None:
+            doc["uncovered_torch"] = [u for c in coverage for u in c.uncovered]
+            doc["torch_index_errors"] = [c.error for c in coverage if c.error]
+        print_json(doc)
     else:
         _render(results, check=args.check)
+        if coverage is not None:
+            _render_coverage(coverage)
+    # A torch release no env covers is a warning: the committed locks are still what they say.
     return 0 if all(r.ok for r in results) else 1
+
+
+def _torch_coverage(specs: list[Any], envs_dir: Path, status: Any) -> list[Any]:
+    from sdenv.spec import load_specs
+    from sdenv.torch_releases import check_specs
+
+    status.update("listing torch releases on the index")
+    shipped, _broken = load_specs(envs_dir)  # a broken spec elsewhere is not this check's error
+    return check_specs(specs, shipped)
+
+
+def _render_coverage(coverage: list[Any]) -> None:
+    from rich.markup import escape
+
+    from sdenv.cli._output import err
+
+    for c in coverage:
+        if c.error:
+            err.print(
+                f"[yellow]warning:[/] torch releases not checked: {escape(c.error)}", soft_wrap=True
+            )
+        if not c.uncovered:
+            continue
+        err.print(
+            f"[yellow]warning:[/] {len(c.uncovered)} torch release(s) on {escape(c.index)} that "
+            "no shipped env covers:",
+            soft_wrap=True,
+        )
+        for u in c.uncovered:
+            err.print(f"  {u.reason}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _render(results: list[Any], *, check: bool) -> None:

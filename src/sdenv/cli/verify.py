@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from sdenv.cli._args import add_dirs
 from sdenv.cli._output import err, out, print_json, styled
 
 
@@ -58,10 +59,12 @@ def register(subparsers: Any) -> None:
     gpu.add_argument(
         "--no-gpu", dest="gpu", action="store_const", const=False, help="smoke: CPU only"
     )
+    add_dirs(p, locks=False)  # the specs name the env that runs native FP8 on this box
     p.set_defaults(func=run, gpu=None)
 
 
 def run(args: argparse.Namespace) -> int:
+    from sdenv.spec import load_specs
     from sdenv.verify import Part, verify
 
     def progress(part: Part) -> None:
@@ -90,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         check_files=not args.no_hash,
         on_part=progress,
         on_start=start,
+        envs=load_specs(args.envs_dir)[0],
     )
     if args.json:
         print_json(result)
@@ -121,5 +125,7 @@ def render(result: Any) -> None:
         f"(fp8 mode {result.fp8_mode}, model ran {result.model_mode or 'not at all'}"
         f"{', skips fail' if result.fail_on_skip else ''})"
     )
+    if result.advisory:
+        out.print(f"[yellow]advisory:[/] {result.advisory}", highlight=False)
     for line in result.failed:
         out.print(f"  [bold red]x[/] {line}", highlight=False)

@@ -1,0 +1,184 @@
+"""`sdenv sync` for real: locks made by `sdenv lock` against a local index, real uv venvs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pypi_index import build_index, sd_stack, serve, simple_dist
+from sdenv import lock as locking
+from sdenv import sync as core
+from sdenv.cli import main
+from sdenv.drift import check_drift
+from sdenv.lockfile import read_lockfile
+from sdenv.pylock import pylock_path
+from sdenv.spec import load_spec
+from sdenv.venv import run_uv
+from test_lock import write_spec
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = build_index(sd_stack(), tmp_path_factory.mktemp("wheels"))
+    with serve(root) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def locked(index: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A lock (and its pylock) written by `sdenv lock` for this Python, no import proof."""
+    tmp = tmp_path_factory.mktemp("locked")
+    spec = load_spec(write_spec(tmp, index))
+    opts = locking.LockOptions(lock_dir=tmp / "lockfiles", verify=False)
+    result = locking.lock_target(spec, spec.targets[0], opts)
+    assert result.status == "written", result.message
+    return result.path
+
+
+def sdenv(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sdenv", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": SRC},
+        timeout=300,
+    )
+
+
+def installed(venv: Path) -> dict[str, str]:
+    out = run_uv(["pip", "list", "--format", "json", "--python", str(venv / "bin" / "python")])
+    return {d["name"]: d["version"] for d in json.loads(out)}
+
+
+def test_sync_makes_the_lock_exactly_then_a_resync_is_a_noop(locked: Path, tmp_path: Path) -> None:
+    venv = tmp_path / "env"
+    first = core.sync(locked, venv=venv)
+    assert first.status == core.SyncStatus.CREATED
+    assert first.drift.ok and first.drift.checked_files > 0  # files hashed against RECORD
+    assert installed(venv) == read_lockfile(locked).versions()  # nothing else, not even pip
+    proc = subprocess.run(
+        [str(first.python), "-c", "import xformers, torch; print(torch.__version__)"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.stdout.strip() == "2.4.1", proc.stderr
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".env.sync-")]
+
+    proc = sdenv("sync", "--lock", str(locked), "--venv", str(venv), "--json")
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads(proc.stdout)
+    assert again["status"] == "unchanged" and again["drift"]["missing"] == []
+    assert again["lock_sha256"] == first.lock_sha256
+    # The sync's own time (the CLI's start-up is not sync's, and varies with the box's load).
+    assert again["seconds"] < 3, f"no-op re-sync took {again['seconds']:.1f} s"
+
+
+def test_extras_are_removed_and_a_moved_venv_still_runs(locked: Path, tmp_path: Path) -> None:
+    venv = tmp_path / "env"
+    core.sync(locked, venv=venv)
+    wheel = build_index([simple_dist("stray-tool", "1.0")], tmp_path / "stray")
+    run_uv(
+        ["pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
+         "--no-index", "--find-links", str(wheel), "stray-tool"]
+    )  # fmt: skip
+    assert "stray-tool" in installed(venv)
+    result = core.sync(locked, venv=venv)
+    assert result.status == core.SyncStatus.REPLACED
+    assert "stray-tool" not in installed(venv)
+    assert result.drift.ok and result.drift.extra == ()
+    # Built beside and renamed in: its interpreter and pyvenv.cfg work from the final place.
+    assert check_drift(read_lockfile(locked), venv / "bin" / "python").ok
+
+
+def test_failed_sync_leaves_the_previous_venv_working(locked: Path, tmp_path: Path) -> None:
+    venv = tmp_path / "env"
+    core.sync(locked, venv=venv)
+    stamp = (venv / core.STAMP).read_text()
+    # Same pins, but torch's hash is not the wheel's: uv refuses it, nothing is swapped.
+    text = locked.read_text()
+    torch_line = next(i for i, ln in enumerate(text.splitlines()) if ln.startswith("torch=="))
+    lines = text.splitlines()
+    good = lines[torch_line + 1].split(":")[-1].strip(" \\")
+    bad_lock = tmp_path / "bad.txt"
+    bad_lock.write_text(text.replace(good, "0" * 64))
+    assert main(["sync", "--lock", str(bad_lock), "--venv", str(venv)]) == 1
+    assert (venv / core.STAMP).read_text() == stamp
+    assert check_drift(read_lockfile(locked), venv / "bin" / "python").ok
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".env.lock", "bad.txt", "env"]
+
+
+def test_the_pylock_syncs_the_same_venv(locked: Path, tmp_path: Path) -> None:
+    venv = tmp_path / "env"
+    assert core.sync(locked, venv=venv).status == core.SyncStatus.CREATED
+    again = core.sync(pylock_path(locked), venv=venv)
+    assert again.status == core.SyncStatus.UNCHANGED  # the same lock, in its other format
+
+
+def test_default_venv_is_under_envs_named_by_the_target(locked: Path, tmp_path: Path) -> None:
+    lock = read_lockfile(locked)
+    assert core.default_venv(lock, locked) == Path(".envs") / locked.stem
+    assert core.default_venv(lock, pylock_path(locked)) == Path(".envs") / locked.stem
+    spec_dir = locked.parent.parent
+    proc = sdenv(
+        "sync", "demo", "--envs-dir", str(spec_dir), "--lock-dir", str(locked.parent),
+        "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["venv"] == f".envs/{locked.stem}"
+    assert (tmp_path / ".envs" / locked.stem / "bin" / "python").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lock", "nope.txt"], "nope.txt: no such lockfile; check the path"),
+        (["demo", "--lock", "x.txt"], "both ENV 'demo' and --lock x.txt given; pass one of them"),
+        (["--lock", "{lock}", "--python", "3.6"], "locked for Python"),
+        (["--lock", "{garbage}"], "garbage.txt: line 1: torch has no --hash"),
+        (["--lock", "{badpylock}"], "pylock.x.toml: not a valid PEP 751 lock"),
+        (["--lock", "{lock}", "--venv", "{notvenv}"], "exists and is not a venv"),
+        (["--lock", "{lock}", "--wheelhouse", "nowhere"], "nowhere: no such wheelhouse"),
+        (["--wheelhouse", "{empty}"], "no lock (*.txt) in the wheelhouse"),
+        (["nosuchenv", "--envs-dir", "{specs}"], "no env named 'nosuchenv'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    locked: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    garbage = tmp_path / "garbage.txt"
+    garbage.write_text("torch==2.4.1\n")
+    (tmp_path / "pylock.x.toml").write_text('lock-version = "1.0"\n[[packages]]\nname = "torch"\n')
+    (tmp_path / "notvenv").mkdir()
+    (tmp_path / "notvenv" / "precious.txt").write_text("keep me")
+    (tmp_path / "empty").mkdir()
+    subs = {
+        "{lock}": str(locked),
+        "{garbage}": str(garbage),
+        "{badpylock}": str(tmp_path / "pylock.x.toml"),
+        "{notvenv}": str(tmp_path / "notvenv"),
+        "{empty}": str(tmp_path / "empty"),
+        "{specs}": str(locked.parent.parent),
+    }
+    proc = sdenv("sync", *(subs.get(a, a) for a in args), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sdenv: error: ") and message in lines[0]
+    assert (tmp_path / "notvenv" / "precious.txt").read_text() == "keep me"
+    assert not (tmp_path / ".envs").exists()
+
+
+@pytest.mark.skipif(Path("/proc/driver/nvidia").exists(), reason="this box has an NVIDIA driver")
+def test_auto_on_a_box_without_gpu_names_the_reason(repo: Path) -> None:
+    proc = sdenv("sync", "auto", cwd=repo)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("sdenv: error: ENV auto: no env fits this box: ")
+    assert "no NVIDIA GPU on this box" in proc.stderr and "name an ENV instead" in proc.stderr
