@@ -123,10 +123,8 @@ def odd_paths(tmp_path: Path) -> dict[str, Path]:
                 "audit",
                 "--ignore-file",
                 "{dir}",
-                "--envs-dir",
-                "{repo}/envs",
-                "--lock-dir",
-                "{repo}/lockfiles",
+                "--lock",
+                "{repo}/lockfiles/sd35-fp8-cu121-py3.11-linux_x86_64.txt",
             ],
             "{dir}: cannot read the ignore file",
         ),
@@ -235,8 +233,10 @@ def test_check_catches_a_changed_wheel_hash(
     envs, locks, path = locked
     torch = read_lockfile(path).pin("torch")
     assert torch is not None
-    text = path.read_text()
-    path.write_text(text.replace(torch.hashes[0], "sha256:" + "0" * 64))
+    # Edited in the lock and in its PEP 751 twin alike: only the index can tell.
+    old_hex = torch.hashes[0].split(":", 1)[1]
+    for twin in (path, *locks.glob("pylock.*.toml")):
+        twin.write_text(twin.read_text().replace(old_hex, "0" * 64))
     code, out = check(envs, locks, capsys)
     assert code == 1
     assert f"torch=={torch.version} has 1 hash(es) the index does not serve" in out
@@ -271,8 +271,10 @@ def test_check_cuda_detail_must_match_the_pins(
     locked: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     envs, locks, path = locked
-    text = path.read_text()
-    path.write_text(re.sub(r"^# cuda: cu121 .*$", "# cuda: cu121 (other)", text, flags=re.M))
+    detail = read_lockfile(path).get("cuda")
+    assert detail is not None and detail.startswith("cu121 (")
+    for twin in (path, *locks.glob("pylock.*.toml")):  # the lock and its PEP 751 twin alike
+        twin.write_text(twin.read_text().replace(detail, "cu121 (other)"))
     code, out = check(envs, locks, capsys)
     assert code == 1
     assert "header cuda is 'cu121 (other)', the pins make" in out
