@@ -16,6 +16,7 @@ the verdict only with ``fail_on_skip``.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -186,13 +187,16 @@ def probe_part(
         facts = collect_facts(with_torch=True)
     else:
         rc, out, errtext = _run_target(python, ["-c", _PROBE_SNIPPET], 120.0)
-        if rc != 0:
-            return Part(
-                "probe", "fail", reasons=[f"probe failed in {python}: {_last_line(errtext)}"]
-            ), {}
         try:
-            facts = MachineFacts.from_json(_last_line(out), f"probe facts from {python}")
-        except ValueError as exc:  # not a fact set (a crash, a wrapper's chatter): this part fails
+            loaded: Any = json.loads(_last_line(out)) if rc == 0 else None
+        except ValueError:
+            loaded = None
+        if not isinstance(loaded, dict):
+            why = _last_line(errtext) if rc != 0 else f"no JSON report ({_last_line(out)})"
+            return Part("probe", "fail", reasons=[f"probe failed in {python}: {why}"]), {}
+        try:
+            facts = MachineFacts.from_dict(loaded, f"probe facts from {python}")
+        except ValueError as exc:
             return Part("probe", "fail", reasons=[f"probe failed in {python}: {exc}"]), {}
     report: dict[str, Any] = to_jsonable(decide(facts, envs))
     seconds = time.perf_counter() - t0
@@ -412,17 +416,17 @@ def verify(
     smoke_timeout: float = 180.0,
     model_timeout: float = 600.0,
     on_part: Callable[[Part], None] | None = None,
-    on_start: Callable[[str], None] | None = None,
     envs: Sequence[Any] = (),
+    on_start: Callable[[str], None] | None = None,
 ) -> VerifyResult:
     """Probe, then drift, smoke and model check concurrently; one result with every reason."""
     t0 = time.perf_counter()
     target = str(python) if python is not None else None
     lock = check_inputs(target, lock, no_lock, model)
     exe = target or sys.executable
+    promise = _lock_promise(lock, envs)
     if on_start:
         on_start(exe)
-    promise = _lock_promise(lock, envs)
 
     def guarded(name: str, fn: Callable[[], Part]) -> Part:
         start = time.perf_counter()

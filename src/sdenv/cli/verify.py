@@ -92,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
         gpu=args.gpu,
         check_files=not args.no_hash,
         on_part=progress,
-        on_start=start,
         envs=load_specs(args.envs_dir)[0],
+        on_start=start,
     )
     if args.json:
         print_json(result)
