@@ -123,10 +123,8 @@ def odd_paths(tmp_path: Path) -> dict[str, Path]:
                 "audit",
                 "--ignore-file",
                 "{dir}",
-                "--envs-dir",
-                "{repo}/envs",
-                "--lock-dir",
-                "{repo}/lockfiles",
+                "--lock",
+                "{repo}/lockfiles/sd35-fp8-cu121-py3.11-linux_x86_64.txt",
             ],
             "{dir}: cannot read the ignore file",
         ),
@@ -235,8 +233,10 @@ def test_check_catches_a_changed_wheel_hash(
     envs, locks, path = locked
     torch = read_lockfile(path).pin("torch")
     assert torch is not None
-    text = path.read_text()
-    path.write_text(text.replace(torch.hashes[0], "sha256:" + "0" * 64))
+    # Edited in the lock and in its PEP 751 twin alike: only the index can tell.
+    old_hex = torch.hashes[0].split(":", 1)[1]
+    for twin in (path, *locks.glob("pylock.*.toml")):
+        twin.write_text(twin.read_text().replace(old_hex, "0" * 64))
     code, out = check(envs, locks, capsys)
     assert code == 1
     assert f"torch=={torch.version} has 1 hash(es) the index does not serve" in out
@@ -271,8 +271,10 @@ def test_check_cuda_detail_must_match_the_pins(
     locked: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     envs, locks, path = locked
-    text = path.read_text()
-    path.write_text(re.sub(r"^# cuda: cu121 .*$", "# cuda: cu121 (other)", text, flags=re.M))
+    detail = read_lockfile(path).get("cuda")
+    assert detail is not None and detail.startswith("cu121 (")
+    for twin in (path, *locks.glob("pylock.*.toml")):  # the lock and its PEP 751 twin alike
+        twin.write_text(twin.read_text().replace(detail, "cu121 (other)"))
     code, out = check(envs, locks, capsys)
     assert code == 1
     assert "header cuda is 'cu121 (other)', the pins make" in out
@@ -648,3 +650,73 @@ def test_piped_tables_never_cut_paths(tmp_path: Path, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert str(lock) in out  # whole, on one line
     assert "…" not in out
+
+
+def test_env_with_the_fix_named_from_its_cuda_line_before_it_is_locked(
+    osv: OsvServer, tmp_path: Path
+) -> None:
+    envs = tmp_path / "envs"
+    envs.mkdir()
+    pypi = "https://pypi.org/simple"  # never contacted: the CUDA table says what it builds
+    write_spec(envs, pypi, {"torch": ">=2.5"}, name="new", cuda="cu124")
+    write_spec(envs, pypi, {"torch": ">=2.7"}, name="newest", cuda="cu128")
+    lock = write_lock(tmp_path / "locks" / "old.txt", {"torch": "2.4.1"}, CU121_HEADER)
+    publish(osv, advisory("PYSEC-T-1", "torch", ranges=[("0", "2.6.0")]))
+    report = audit.audit_locks(
+        [lock], osv_url=osv.query_url, lock_dir=tmp_path / "locks", envs_dir=envs
+    )
+    (finding,) = report.not_fixable_here
+    # PyPI builds torch 2.5-2.6 for cu124 and 2.8-2.10 for cu128 (src/sdenv/data/torch_cuda.toml).
+    assert finding.not_fixable_here.endswith(
+        "fixed in env new (torch 2.5-2.6 on cu124, not locked yet), "
+        "newest (torch 2.8-2.10 on cu128, not locked yet)"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["smoke", "--no-gpu"], ["verify", "--no-lock", "--no-gpu"]],
+    ids=["smoke", "verify"],
+)
+def test_sigterm_stops_the_target_processes_and_removes_temp_dirs(
+    argv: list[str], tmp_path: Path
+) -> None:
+    # A target interpreter whose torch check never ends (the others run for real).
+    wrapper = tmp_path / "python"
+    wrapper.write_text(
+        f'#!/bin/sh\ncase "$*" in *"_smoke_target.py torch"*) exec sleep 3137;; esac\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp), PYTHONPATH=str(SRC))
+
+    def sleepers() -> list[Path]:
+        return [
+            p
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit() and _cmdline(p) == "sleep\x003137\x00"
+        ]
+
+    cmd = [sys.executable, "-m", "sdenv", *argv, "--python", str(wrapper)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not sleepers():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert leftovers(tmp)
+    proc.terminate()
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "interrupted by SIGTERM" in one_error_line(err)
+    assert sleepers() == []
+    assert leftovers(tmp) == []
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""

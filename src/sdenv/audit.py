@@ -522,20 +522,32 @@ def _propose_fixes(
     return tuple(proposals)
 
 
-def _env_pins(lock_dir: Path, envs_dir: Path) -> dict[str, dict[str, str]]:
-    """env name -> the public versions its committed locks pin (where the fix may already be)."""
-    found: dict[str, dict[str, str]] = {}
+def _env_pins(lock_dir: Path, envs_dir: Path) -> dict[str, dict[str, tuple[Version, str]]]:
+    """env name -> package -> (the newest version the env may hold, how it is known): the public
+    versions its committed locks pin; for torch in an env not locked yet, the top of the PyPI
+    torch series built for its CUDA line (data/torch_cuda.toml). Where a fix may already be."""
+    from sdenv import checks
+
+    found: dict[str, dict[str, tuple[Version, str]]] = {}
     for path in sorted(envs_dir.glob("*.toml")) if envs_dir.is_dir() else []:
         try:
             spec = load_spec(path, envs_dir)
         except SdenvError:
             continue  # a broken spec elsewhere must not stop this audit
+        pins = found.setdefault(spec.name, {})
         for target in spec.targets:
             try:
                 lock = read_lockfile(target.lockfile(lock_dir))
             except SdenvError:
                 continue
-            found.setdefault(spec.name, {}).update({p.name: p.public_version for p in lock.pins})
+            pins.update({p.name: (Version(p.public_version), p.public_version) for p in lock.pins})
+        pypi_only = len(spec.indexes) == 1 and checks.is_pypi(spec.indexes[0].url)
+        if "torch" not in pins and pypi_only:
+            series = checks.pypi_torch_series(spec.cuda, spec.requirements.get("torch", ""))
+            if series:
+                top, first = series[-1].series, series[0].series
+                line = first if first == top else f"{first}-{top}"
+                pins["torch"] = (Version(f"{top}.999"), f"{line} on {spec.cuda}, not locked yet")
     return found
 
 
@@ -543,7 +555,7 @@ def _not_fixable_here(
     name: str,
     fixes: Sequence[str],
     locks: Sequence[Lockfile],
-    other_envs: Mapping[str, Mapping[str, str]],
+    other_envs: Mapping[str, Mapping[str, tuple[Version, str]]],
 ) -> str:
     """Why none of ``fixes`` (versions above the pin) can go into the env of ``locks``: a
     constraint that the lock's header records as coming from its CUDA line (the PyPI torch
@@ -566,9 +578,9 @@ def _not_fixable_here(
             cuda = (lock.get("cuda") or "?").split(" ", 1)[0]
             lowest = min(wanted)
             has_fix = sorted(
-                f"{e} ({name} {pins[name]})"
+                f"{e} ({name} {pins[name][1]})"
                 for e, pins in other_envs.items()
-                if e != env and name in pins and Version(pins[name]) >= lowest
+                if e != env and name in pins and pins[name][0] >= lowest
             )
             return (
                 f"no fixed release fits {env}: fixed in {name} {lowest}, but {constraint} "

@@ -653,15 +653,15 @@ def model_check(
     mode: str, model_dir: Path | None = None, *, steps: int = 2, workdir: Path | None = None
 ) -> dict[str, Any]:
     """The verify model check: load (the tiny model by default) in ``mode``, run ``steps`` steps."""
-    import tempfile
-
+    from sdenv._cleanup import throwaway_dir
     from sdenv.tinymodel import make_tiny_model
 
-    with tempfile.TemporaryDirectory(dir=workdir, prefix="sdenv-tiny-") as tmp:
+    # Owner-marked: when verify kills this check (timeout, SIGTERM), the next sdenv run removes it.
+    with throwaway_dir("sdenv-tiny-", workdir) as tmp:
         t = time.perf_counter()
         made_s = 0.0
         if model_dir is None:
-            model_dir = make_tiny_model(Path(tmp) / "tiny-sd3")
+            model_dir = make_tiny_model(tmp / "tiny-sd3")
             made_s = time.perf_counter() - t
         # The model's own size: a smaller one can exceed what its position embedding covers.
         loaded = load_pipeline(model_dir, mode, probe_fn=lambda: mode)

@@ -705,14 +705,16 @@ def check_target(spec: EnvSpec, target: Target, opts: LockOptions) -> TargetResu
         result.status, result.message = "stale", f"{exc}"
         return result
     result.pins = lock.versions()
-    disagrees = disagreement(lock, pylock_path(path))
-    if disagrees:
-        result.status, result.message = "stale", disagrees
-        return result
+    # The header first: a field edited to another target is named as such (the pylock twin
+    # check below would only say that the two files differ).
     fix = f"run `sdenv lock {spec.name}`"
     wrong = header_mismatch(lock, spec, target)
     if wrong:
         result.status, result.message = "stale", f"{path}: {wrong}; {fix}"
+        return result
+    disagrees = disagreement(lock, pylock_path(path))
+    if disagrees:
+        result.status, result.message = "stale", disagrees
         return result
     if lock.get("spec-sha256") != spec.sha256:
         result.status = "stale"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,11 +114,11 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
-def _torch_coverage(specs: list[Any], envs_dir: Path, status: Any) -> list[Any]:
+def _torch_coverage(specs: list[Any], envs_dir: Path, status: Callable[[str], None]) -> list[Any]:
     from sdenv.spec import load_specs
     from sdenv.torch_releases import check_specs
 
-    status.update("listing torch releases on the index")
+    status("listing torch releases on the index")
     shipped, _broken = load_specs(envs_dir)  # a broken spec elsewhere is not this check's error
     return check_specs(specs, shipped)
 
