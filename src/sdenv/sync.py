@@ -219,6 +219,12 @@ def sync(
         raise UsageError(f"{lock_path}: no '# index:' header; pass --wheelhouse DIR")
     source = f"wheelhouse {wheelhouse}" if wheelhouse is not None else ", ".join(indexes)
     digest = lock_sha256(lock)
+    interpreter = find_python(version)
+    if interpreter is None:
+        raise UsageError(
+            f"{lock_path}: locked for Python {version}, which is not on this machine; "
+            f"install Python {version}"
+        )
     venv.parent.mkdir(parents=True, exist_ok=True)
     exe = venv / "bin" / "python"
 
@@ -238,15 +244,12 @@ def sync(
             if drift is not None and drift.ok:
                 return result(SyncStatus.UNCHANGED, drift)
             progress(f"{venv}: drifted from its lock; rebuilding it")
-        interpreter = find_python(version)
-        if interpreter is None:
-            raise UsageError(
-                f"{lock_path}: locked for Python {version}, which is not on this machine; "
-                f"install Python {version}"
-            )
+        # What a killed sync left (its build, or the old venv mid-swap): no sync holds them now.
+        for kind in ("sync", "old"):
+            for leftover in venv.parent.glob(f".{venv.name}.{kind}-*"):
+                shutil.rmtree(leftover, ignore_errors=True)
         existed = venv.exists()
         build = venv.with_name(f".{venv.name}.sync-{os.getpid()}")
-        shutil.rmtree(build, ignore_errors=True)
         try:
             progress(f"{build}: creating a Python {version} venv")
             run_uv(["venv", "--quiet", "--relocatable", "--python", str(interpreter), str(build)])
