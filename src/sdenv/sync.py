@@ -219,14 +219,15 @@ def sync(
         raise UsageError(f"{lock_path}: no '# index:' header; pass --wheelhouse DIR")
     source = f"wheelhouse {wheelhouse}" if wheelhouse is not None else ", ".join(indexes)
     digest = lock_sha256(lock)
-    interpreter = find_python(version)
-    if interpreter is None:
-        raise UsageError(
-            f"{lock_path}: locked for Python {version}, which is not on this machine; "
-            f"install Python {version}"
-        )
-    venv.parent.mkdir(parents=True, exist_ok=True)
     exe = venv / "bin" / "python"
+
+    def stamped() -> bool:
+        return _read_stamp(venv).get("lock_sha256") == digest and exe.exists()
+
+    # The interpreter is looked for (a subprocess) only when something is to be built, and before
+    # anything is made.
+    interpreter = None if stamped() else _interpreter(version, lock_path)
+    venv.parent.mkdir(parents=True, exist_ok=True)
 
     def result(status: SyncStatus, drift: DriftReport) -> SyncResult:
         return SyncResult(
@@ -235,7 +236,7 @@ def sync(
         )  # fmt: skip
 
     with FileLock(str(venv.with_name(f".{venv.name}.lock")), timeout=3600):
-        if _read_stamp(venv).get("lock_sha256") == digest and exe.exists():
+        if stamped():
             # Versions only: hashing every file of a torch env would take the no-op past 3 s.
             try:
                 drift = check_drift(lock, exe, check_files=False)
@@ -244,6 +245,7 @@ def sync(
             if drift is not None and drift.ok:
                 return result(SyncStatus.UNCHANGED, drift)
             progress(f"{venv}: drifted from its lock; rebuilding it")
+        interpreter = interpreter or _interpreter(version, lock_path)
         # What a killed sync left (its build, or the old venv mid-swap): no sync holds them now.
         for kind in ("sync", "old"):
             for leftover in venv.parent.glob(f".{venv.name}.{kind}-*"):
@@ -280,6 +282,16 @@ def sync(
     # The drift report names the build directory's interpreter: name the venv's instead.
     drift = replace(drift, python=str(exe))
     return result(SyncStatus.REPLACED if existed else SyncStatus.CREATED, drift)
+
+
+def _interpreter(version: str, lock_path: Path) -> Path:
+    found = find_python(version)
+    if found is None:
+        raise UsageError(
+            f"{lock_path}: locked for Python {version}, which is not on this machine; "
+            f"install Python {version}"
+        )
+    return found
 
 
 def _kept(venv: Path, existed: bool) -> str:
