@@ -31,7 +31,6 @@ from pathlib import Path
 
 from sdenv.drift import DriftReport, check_drift
 from sdenv.errors import SdenvError, UsageError
-from sdenv.lock import host_python
 from sdenv.lockfile import DEFAULT_LOCK_DIR, Lockfile, render_lockfile
 from sdenv.pylock import read_any_lock
 from sdenv.spec import DEFAULT_ENV, DEFAULT_ENVS_DIR, Target, load_spec
@@ -98,6 +97,8 @@ def lock_for_env(
     ``this_machine=False`` (a wheelhouse for another box): the spec's first platform when this
     machine's is not among them.
     """
+    from sdenv.lock import host_python  # the resolver's imports: not on the no-op path
+
     spec = load_spec(auto_env(envs_dir) if env == AUTO else env, envs_dir)
     py = python or host_python()
     plat = this_platform()
