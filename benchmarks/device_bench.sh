@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# sdenv bench on the lent GPU box (device tool), SD3.5 Large transformer, random weights.
+# sdenv bench on an H200 box without index access, SD3.5 Large transformer, random weights.
 # Stages by priority, each bounded so the whole call ends inside its 10-minute limit; every
 # stage writes the JSON report of `sdenv bench --output` under $OUT.
 #   bash benchmarks/device_bench.sh [STAGE...]   (stages: main cudnn tensor tuned

@@ -12,14 +12,15 @@ Matching follows the OSV schema: a version is affected when it is listed in ``af
 or falls in an ``ECOSYSTEM`` range (``introduced`` <= v < ``fixed``, or <= ``last_affected``),
 compared as PEP 440 versions. Records are re-read on every request so a test can add some while
 the server runs. ``fail`` maps a package name to an HTTP status to answer for it: a mirror that
-cannot answer for one package. Every query is recorded in ``queries`` so tests can assert what a
-client asked for.
+cannot answer for one package; ``delay`` one that answers it slowly. Every query is recorded in
+``queries`` so tests can assert what a client asked for.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -75,6 +76,7 @@ class OsvServer:
     def __init__(self, advisory_dir: Path) -> None:
         self.advisory_dir = advisory_dir
         self.fail: dict[str, int] = {}
+        self.delay: dict[str, float] = {}  # package -> seconds to wait before answering
         self.queries: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -143,6 +145,8 @@ class OsvServer:
                         return 200, []
                 except (KeyError, TypeError):
                     return 400, []
+                if name in server.delay:
+                    time.sleep(server.delay[name])
                 if name in server.fail:
                     with server._lock:
                         server.queries.append((name, version))

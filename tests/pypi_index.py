@@ -328,9 +328,10 @@ RUNTIME_124 = "nvidia-cuda-runtime-cu12==12.4.127"
 
 
 def sd_stack() -> list[Dist]:
-    """FACTS 1-3 in miniature: torch 2.4.1 (cu121) / 2.6.0 (cu124) as on PyPI, an exactly pinned
-    xformers per torch and a loosely pinned newest one, diffusers and transformers that break on
-    old torch, and sdenv's own runtime deps."""
+    """Recorded facts in miniature (docs/evidence.md#E-torch-cuda-lines,
+    docs/evidence.md#E-xformers-cpp-lib, docs/evidence.md#E-naive-resolve): torch 2.4.1 (cu121) /
+    2.6.0 (cu124) as on PyPI, an exactly pinned xformers per torch and a loosely pinned newest
+    one, diffusers and transformers that break on old torch, and sdenv's own runtime deps."""
     return [
         simple_dist("nvidia-cuda-runtime-cu12", "12.1.105"),
         simple_dist("nvidia-cuda-runtime-cu12", "12.4.127"),
@@ -338,7 +339,8 @@ def sd_stack() -> list[Dist]:
         torch_dist("2.6.0", "12.4", RUNTIME_124),
         xformers_dist("0.0.28.post1", "==2.4.1", "2.4.1+cu121", 1201, ARCHS_CU121),
         xformers_dist("0.0.29.post3", "==2.6.0", "2.6.0+cu124", 1204, ARCHS_CU121),
-        # Like 0.0.35 (FACTS 2): metadata accepts any newer torch, _C.so was built for one.
+        # Like 0.0.35: metadata accepts any newer torch, _C.so was built for one
+        # (docs/evidence.md#E-xformers-cpp-lib).
         xformers_dist("0.0.35", ">=2.4", "2.6.0+cu124", 1204, "7.5 8.0+PTX 8.0 9.0a"),
         diffusers_dist("0.33.1"),
         diffusers_dist("0.34.0"),

@@ -243,12 +243,13 @@ def test_lockfiles_for_env_names_missing_lock(repo: Path, tmp_path: Path) -> Non
 
 
 def test_lockfiles_for_env_targets(repo: Path, tmp_path: Path) -> None:
-    for py in ("3.10", "3.11"):
+    for py in ("3.10", "3.11", "3.12"):
         write_lock(tmp_path / f"sd35-fp8-cu121-py{py}-linux_x86_64.txt", {"six": "1.16.0"})
     found = audit.lockfiles_for([], [], tmp_path, repo / "envs")  # the default env
     assert [t.label for t in found] == [
         "sd35-fp8-cu121-py3.10-linux_x86_64",
         "sd35-fp8-cu121-py3.11-linux_x86_64",
+        "sd35-fp8-cu121-py3.12-linux_x86_64",
     ]
     assert all(t.spec is not None and t.spec.name == "sd35-fp8-cu121" for t in found)
 
@@ -297,8 +298,12 @@ def test_cli_unreachable_is_one_line_error(
     url = f"http://127.0.0.1:{free_port()}"
     assert main(["audit", "--lock", str(lock), "--osv-url", url, "--json"]) == 1
     captured = capsys.readouterr()
-    assert captured.out == ""
     assert captured.err.startswith("sdenv: error: cannot reach the osv vulnerability service")
+    assert len(captured.err.splitlines()) == 1
+    # --json: stdout still holds one JSON object, with the same error (issue 14).
+    data = json.loads(captured.out)
+    assert data["report"] is None and data["exit_code"] == 1
+    assert captured.err == f"sdenv: error: {data['error']}\n"
 
 
 def test_cli_bad_ignore_file_is_usage_error(

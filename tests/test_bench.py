@@ -1,5 +1,6 @@
 """sdenv bench: the pure parts (statistics, mode plan, ratios, recommendation, kernel categories)
-on recorded figures: FACTS section 6 (H200) and the reports in benchmarks/results/."""
+on recorded figures: docs/evidence.md#E-h200-large-step (H200) and the reports in
+benchmarks/results/."""
 
 from __future__ import annotations
 
@@ -101,7 +102,8 @@ def test_plan_modes_cpu_and_missing_packages() -> None:
 
 
 def test_recommend_facts6_h200_compiled_picks_fp8_native() -> None:
-    # FACTS 6: bf16 torch.compile 129 ms, peak 15.7 GiB; torchao FP8 compiled 100 ms, 8.05 GiB.
+    # docs/evidence.md#E-h200-large-step: bf16 torch.compile 129 ms, peak 15.7 GiB; torchao FP8
+    # compiled 100 ms, 8.05 GiB.
     results = with_ratios([ok("bf16", 129, 15.7, 15.0), ok("fp8-native", 100, 8.05, 7.5, 0.04)])
     native = results[1]
     assert native.speedup_vs_bf16 == pytest.approx(1.29, abs=0.005)
@@ -113,7 +115,8 @@ def test_recommend_facts6_h200_compiled_picks_fp8_native() -> None:
 
 
 def test_recommend_facts6_h200_eager_keeps_bf16_with_memory_fallback() -> None:
-    # FACTS 6 eager: bf16 186 ms / 15.7 GiB, layerwise casting 205 / 10.7, torchao 241 / 9.0.
+    # docs/evidence.md#E-h200-large-step, eager: bf16 186 ms / 15.7 GiB, layerwise casting
+    # 205 / 10.7, torchao 241 / 9.0.
     results = with_ratios(
         [
             ok("bf16", 186, 15.7, 15.0),

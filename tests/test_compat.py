@@ -2,7 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from sdenv.compat import TORCH_ARCH_LISTS, arch_coverage, driver_fit, parse_arch_list
+from sdenv.compat import (
+    TORCH_ARCH_LISTS,
+    XFORMERS_ARCH_LISTS,
+    arch_coverage,
+    driver_fit,
+    parse_arch_list,
+)
 
 
 @pytest.mark.parametrize(
@@ -13,6 +19,10 @@ from sdenv.compat import TORCH_ARCH_LISTS, arch_coverage, driver_fit, parse_arch
         (TORCH_ARCH_LISTS["cu121"], "12.0", False, "no kernel for 12.0"),  # RTX 5090 on cu121
         (TORCH_ARCH_LISTS["cu128"], "12.0", True, "sm_120 SASS"),
         (TORCH_ARCH_LISTS["cu128"], "7.0", False, "no kernel for 7.0"),
+        (TORCH_ARCH_LISTS["cu132"], "12.0", True, "sm_120 SASS"),  # torch 2.15 on an RTX 5090
+        (TORCH_ARCH_LISTS["cu132"], "8.9", True, "sm_86 SASS runs on 8.9"),
+        (XFORMERS_ARCH_LISTS["cu126"], "8.6", True, "sm_80 SASS runs on 8.6"),  # 0.0.31.post1
+        (XFORMERS_ARCH_LISTS["cu126"], "10.0", True, "PTX compute_80 JIT"),
         ("6.0+PTX 7.0 7.5 8.0+PTX 9.0a", "9.0", True, "sm_90a SASS"),  # xformers 0.0.28 list
         ("6.0+PTX 7.0 7.5 8.0+PTX 9.0a", "8.9", True, "sm_80 SASS runs on 8.9"),
         ("6.0+PTX 7.0 7.5 8.0+PTX 9.0a", "12.0", True, "PTX compute_80 JIT"),
@@ -34,12 +44,17 @@ def test_parse_arch_list_rejects_garbage() -> None:
 @pytest.mark.parametrize(
     ("driver", "cuda", "status"),
     [
-        ("580.159.04", (13, 0), "full"),  # the H200 of the device tool
+        ("580.159.04", (13, 0), "full"),  # the H200 box (docs/evidence.md#E-h200-box)
         ("580.159.04", (12, 1), "full"),
         ("535.104.05", (12, 4), "minor-compat"),
         ("525.60.13", (12, 8), "minor-compat"),
         ("520.61.05", (12, 1), "too-old"),
         ("570.26", (13, 0), "too-old"),
+        # torch 2.15 (CUDA 13.2) on the H200's R580 driver: runs, but below the 13.2 GA floor.
+        ("580.159.04", (13, 2), "minor-compat"),
+        ("595.45.04", (13, 2), "full"),
+        ("590.44.01", (13, 1), "full"),
+        ("575.57.08", (13, 2), "too-old"),
     ],
 )
 def test_driver_fit(driver: str, cuda: tuple[int, int], status: str) -> None:

@@ -141,7 +141,7 @@ def test_app_labels_carry_env_lock_torch_cuda_python_fp8() -> None:
     assert labels["io.sdenv.torch"] == "2.4.1"
     assert labels["io.sdenv.cuda"] == "cu121"
     assert labels["io.sdenv.python"] == "3.11"
-    assert labels["io.sdenv.fp8"] == "auto"
+    assert labels["io.sdenv.fp8"] == spec.fp8 == "emulated"
     assert labels["org.opencontainers.image.base.name"] == "sdenv/base:bookworm"
 
 
@@ -150,8 +150,8 @@ def test_python_of_the_base_must_match_the_target() -> None:
     assert im.resolve_target(spec, None, "3.11", "b").python == "3.11"
     with pytest.raises(im.PythonMismatch, match=r"base image b has Python 3.11 .* needs 3.10"):
         im.resolve_target(spec, "3.10", "3.11", "b")
-    with pytest.raises(Exception, match=r"3.12 is not a Python of env sd35-fp8-cu121"):
-        im.resolve_target(spec, "3.12", "3.12", "b")
+    with pytest.raises(Exception, match=r"3.13 is not a Python of env sd35-fp8-cu121"):
+        im.resolve_target(spec, "3.13", "3.13", "b")
 
 
 def test_a_lock_from_another_spec_or_sdenv_is_stale() -> None:

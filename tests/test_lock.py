@@ -186,7 +186,8 @@ def test_gpu_coverage_gap_fails(index: str, tmp_path: Path) -> None:
 
 
 def test_failed_proof_is_not_written_and_names_culprits(index: str, tmp_path: Path) -> None:
-    # No rules: the FACTS-3 naive set in miniature (diffusers 0.42.1 + transformers 5 on 2.4.1).
+    # No rules: the naive set in miniature (diffusers 0.42.1 + transformers 5 on 2.4.1;
+    # docs/evidence.md#E-naive-resolve).
     spec = load_spec(write_spec(tmp_path, index))
     result = core.lock_target(spec, spec.targets[0], opts(tmp_path / "l", rules=()))
     assert result.status == "failed"

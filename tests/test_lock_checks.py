@@ -1,4 +1,4 @@
-"""The pure checks behind `sdenv lock`, on the recorded facts of ../shared/FACTS.md 1-3, and the
+"""The pure checks behind `sdenv lock`, on the recorded facts of docs/evidence.md, and the
 range-request wheel reader against the local index."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from sdenv import checks, wheelmeta
 from sdenv.checks import CppLib, Rule
 from sdenv.errors import UsageError
 
-# FACTS 2: what the wheels' xformers/cpp_lib.json say.
+# docs/evidence.md#E-xformers-cpp-lib: what the wheels' xformers/cpp_lib.json say.
 CPP_0028 = CppLib("2.4.1+cu121", 1201, "6.0+PTX 7.0 7.5 8.0+PTX 9.0a")
 CPP_0035 = CppLib("2.10.0+cu128", 1208, "7.5 8.0+PTX 8.0 9.0a")
 
@@ -21,9 +21,14 @@ CPP_0035 = CppLib("2.10.0+cu128", 1208, "7.5 8.0+PTX 8.0 9.0a")
 @pytest.mark.parametrize(
     ("pins", "expected"),
     [
-        ({"torch": "2.4.1", "nvidia-cuda-runtime-cu12": "12.1.105"}, "cu121"),  # FACTS 1
+        # docs/evidence.md#E-torch-cuda-lines
+        ({"torch": "2.4.1", "nvidia-cuda-runtime-cu12": "12.1.105"}, "cu121"),
         ({"torch": "2.6.0", "nvidia-cuda-runtime-cu12": "12.4.127"}, "cu124"),
         ({"torch": "2.11.0", "nvidia-cuda-runtime": "13.0.96"}, "cu130"),  # no -cu12 suffix
+        # torch 2.15.0: cuda-toolkit==13.2.2 pins nvidia-cuda-runtime==13.2.86.*
+        ({"torch": "2.15.0", "cuda-toolkit": "13.2.2", "nvidia-cuda-runtime": "13.2.86"}, "cu132"),
+        ({"torch": "2.14.1", "cuda-toolkit": "13.0.3.0"}, "cu130"),  # runtime package missing
+        ({"torch": "2.14.1", "cuda-toolkit": "13.0.3", "nvidia-cuda-runtime": "13.0.96"}, "cu130"),
         ({"torch": "2.5.1+cu121"}, "cu121"),  # PyTorch index local version
         ({"torch": "2.5.1+cpu"}, "cpu"),
     ],
@@ -39,6 +44,11 @@ def test_check_cuda_names_torch_and_the_fix() -> None:
     bad = checks.check_cuda({"torch": "2.5.1", "nvidia-cuda-runtime-cu12": "12.4.127"}, "cu121")
     assert bad.status == "fail" and "cu124" in bad.detail and bad.packages == ("torch",)
     assert "env.cuda" in bad.fix
+    cu132 = {"torch": "2.15.0", "cuda-toolkit": "13.2.2", "nvidia-cuda-runtime": "13.2.86"}
+    assert checks.check_cuda(cu132, "cu132").status == "pass"
+    wrong = checks.check_cuda(cu132, "cu130")
+    assert wrong.status == "fail" and "cu132" in wrong.detail
+    assert "nvidia-cuda-runtime==13.2.86" in wrong.detail  # the runtime, not the meta-package
     cpu = checks.check_cuda({"torch": "2.4.1"}, "cu121")
     assert cpu.status == "fail" and "CPU build" in cpu.detail
 
@@ -85,6 +95,8 @@ def test_pypi_torch_bound_from_the_table() -> None:
     assert checks.pypi_torch_bound("cu121", ">=2.4") == ">=2.4,<2.5"
     assert checks.pypi_torch_bound("cu124", ">=2.4") == ">=2.5,<2.7"
     assert checks.pypi_torch_bound("cu128", ">=2.9") == ">=2.9,<2.11"
+    assert checks.pypi_torch_bound("cu130", ">=2.11,<2.15") == ">=2.11,<2.15"
+    assert checks.pypi_torch_bound("cu132", ">=2.11") == ">=2.15,<2.16"
     with pytest.raises(UsageError, match=r"download.pytorch.org/whl/cu118"):
         checks.pypi_torch_bound("cu118", ">=2.4")
     with pytest.raises(UsageError, match="widen requirements.torch"):
@@ -109,9 +121,11 @@ def test_rules_before_resolve_only_when_every_torch_candidate_matches() -> None:
     assert {r.id for r in only_24} == {
         "diffusers-torch-accelerator",
         "transformers5-needs-torch-2.6",
-        "torchao-0.12-needs-newer-torch",
+        "torchao-none-on-torch-2.4",  # data/fp8_backends.json rows are rules too
     }
-    assert checks.rules_before_resolve(rules, ["2.5.0", "2.6.99"]) == []  # spans 2.6
+    # Spans 2.6 (where the diffusers/transformers rules stop): only the torchao pair holds.
+    spanning = checks.rules_before_resolve(rules, ["2.5.0", "2.6.99"])
+    assert {r.id for r in spanning} == {"torchao-0.12-for-torch-2.5-2.7"}
     assert checks.rules_before_resolve(rules, []) == []  # unknown index: after resolving only
 
 

@@ -1,8 +1,8 @@
 """`sdenv lock` on real PyPI wheels (torch 2.4.1 + CUDA 12.1 libraries, ~3.5 GB, uv-cached).
 
 Runs in CI through `make test-online`. It proves what the offline suite can only mimic: the
-default env's lock imports and computes (the full smoke), and the naive FACTS-3 set does not and
-is not written.
+default env's lock imports and computes (the full smoke), and the naive set
+(docs/evidence.md#E-naive-resolve) does not and is not written.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sdenv.venv import find_python
 
 pytestmark = [pytest.mark.online, pytest.mark.timeout(1800)]
 
-# FACTS 3: what a plain resolve gets for the SD3.5 stack on torch 2.4.
+# docs/evidence.md#E-naive-resolve: what a plain resolve gets for the SD3.5 stack on torch 2.4.
 NAIVE = """\
 [env]
 name = "naive"

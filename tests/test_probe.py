@@ -1,6 +1,6 @@
 """Every FP8 verdict, fit rule and memory plan of ``sdenv.decide`` over the recorded fact table.
 
-The table (``src/sdenv/data/machines``) holds the H200 of the device tool as ``sdenv probe``
+The table (``src/sdenv/data/machines``) holds an H200 box without index access as ``sdenv probe``
 recorded it there (also through nvidia-smi and /proc alone), documented public machines, and
 this development box (no GPU). Rules the table does not reach are shown on a recorded set with
 the one fact that the rule is about changed.
@@ -55,7 +55,7 @@ def test_table_has_the_required_machines() -> None:
 @pytest.mark.parametrize(
     ("name", "verdict", "checked", "mode", "reason"),
     [
-        # Recorded on the device tool's H200: a real e4m3 _scaled_mm matched bf16.
+        # Recorded on the H200 box: a real e4m3 _scaled_mm matched bf16.
         ("h200", "native", True, "native", "torch._scaled_mm e4m3 64x128x32 matched bf16"),
         (
             "h200-nvidia-smi",
@@ -84,11 +84,11 @@ def test_fp8_verdict_per_recorded_machine(
 ) -> None:
     report = decide(MACHINES[name])
     (gpu,) = report.gpus
-    assert gpu.fp8.verdict == verdict
-    assert gpu.fp8.checked is checked
-    assert reason in gpu.fp8.reason
-    assert report.fp8_mode == mode
-    assert f"GPU 0 ({gpu.name}) is {verdict}" in report.fp8_mode_reason
+    assert gpu.hardware is not None
+    assert gpu.hardware.verdict == verdict
+    assert gpu.hardware.checked is checked
+    assert reason in gpu.hardware.reason
+    assert report.fp8_hardware_mode == mode
 
 
 def test_no_gpu_box_is_an_answer_not_an_error() -> None:
@@ -149,7 +149,7 @@ def _set_torch(facts: MachineFacts, **changes: object) -> MachineFacts:
                 ),
             ),
             "native",
-            "pre-2.4 tuple signature",
+            "tuple return of torch < 2.5",
         ),
         (lambda f: _set_torch(f, version="2.0.1", float8_dtypes=[]), "unsupported", "no float8"),
         (
@@ -194,14 +194,16 @@ def _set_torch(facts: MachineFacts, **changes: object) -> MachineFacts:
 def test_fp8_rules_on_h200_variants(variant: object, verdict: str, reason: str) -> None:
     facts = variant(machine("h200"))  # type: ignore[operator]
     (gpu,) = decide(facts).gpus
-    assert gpu.fp8.verdict == verdict
-    assert reason in gpu.fp8.reason
+    assert gpu.hardware is not None
+    assert gpu.hardware.verdict == verdict
+    assert reason in gpu.hardware.reason
 
 
 def test_torch_free_below_8_9_is_emulated_with_fp16_on_turing() -> None:
     facts = dataclasses.replace(machine("t4"), torch=None)
     (gpu,) = decide(facts).gpus
-    assert (gpu.fp8.verdict, gpu.fp8.compute_dtype, gpu.fp8.checked) == (
+    assert gpu.hardware is not None
+    assert (gpu.hardware.verdict, gpu.hardware.compute_dtype, gpu.hardware.checked) == (
         "emulated",
         "float16",
         False,
@@ -210,7 +212,7 @@ def test_torch_free_below_8_9_is_emulated_with_fp16_on_turing() -> None:
 
 def test_uuid_join_follows_cuda_visible_devices() -> None:
     # Two GPUs in NVML; CUDA_VISIBLE_DEVICES=1 makes the second one torch's cuda:0.
-    facts = machine("h200")
+    facts = machine("h200-torch211-torchao")
     assert facts.torch is not None
     second = dataclasses.replace(facts.gpus[0], index=1, uuid="GPU-aaaa")
     facts.gpus.append(second)
@@ -223,7 +225,7 @@ def test_uuid_join_follows_cuda_visible_devices() -> None:
 
 
 def test_torch_devices_stand_in_when_nvml_and_smi_are_missing() -> None:
-    facts = dataclasses.replace(machine("h200"), gpus=[])
+    facts = dataclasses.replace(machine("h200-torch211-torchao"), gpus=[])
     report = decide(facts)
     assert [(g.name, g.fp8.verdict) for g in report.gpus] == [("NVIDIA H200", "native")]
 
@@ -288,13 +290,15 @@ def test_env_checks(
 @pytest.mark.parametrize(
     ("name", "recommended", "statuses"),
     [
-        ("h200", "sd35-fp8-cu128", ("pass", "pass", "pass")),
-        ("a100", "sd35-fp8-cu121", ("pass", "warn", "warn")),
-        ("l4", "sd35-fp8-cu124", ("pass", "pass", "warn")),
-        ("rtx4090", "sd35-fp8-cu124", ("pass", "pass", "warn")),
-        ("t4", "sd35-fp8-cu121", ("warn", "warn", "warn")),  # full driver fit wins a tie
-        ("rtx5090-cu121", "sd35-fp8-cu128", ("fail", "fail", "warn")),
-        ("no-gpu", None, ("fail", "fail", "fail")),
+        # envs in name order: cu121 cu124 cu126 cu128 cu130 cu132
+        ("h200", "sd35-fp8-cu130", ("warn", "pass", "pass", "pass", "pass", "warn")),
+        ("h100-torch241", "sd35-fp8-cu124", ("warn", "pass", "warn", "warn", "fail", "fail")),
+        ("a100", "sd35-fp8-cu121", ("pass", "warn", "warn", "warn", "fail", "fail")),
+        ("l4", "sd35-fp8-cu124", ("warn", "pass", "warn", "warn", "fail", "fail")),
+        ("rtx4090", "sd35-fp8-cu126", ("warn", "pass", "pass", "warn", "fail", "fail")),
+        ("t4", "sd35-fp8-cu121", ("warn", "warn", "warn", "warn", "fail", "fail")),
+        ("rtx5090-cu121", "sd35-fp8-cu128", ("fail", "fail", "fail", "warn", "fail", "fail")),
+        ("no-gpu", None, ("fail",) * 6),
     ],
 )
 def test_env_choice(
@@ -318,11 +322,16 @@ def test_old_driver_fails_every_env(envs: dict[str, EnvSpec]) -> None:
     )
 
 
-def test_env_that_demands_native_fp8_fails_on_ampere(envs: dict[str, EnvSpec]) -> None:
-    spec = dataclasses.replace(envs["sd35-fp8-cu121"], fp8="native")
-    fit = decide(MACHINES["a100"], [spec]).envs[0]
-    assert fit.status == "fail"
-    assert "env asks fp8 = 'native'; this box gives 'emulated'" in fit.reason
+def test_env_fp8_promise_against_the_hardware(envs: dict[str, EnvSpec]) -> None:
+    # An emulated env on FP8 tensor cores warns (and ranks below the native envs) ...
+    fit = decide(MACHINES["h200-torch211-torchao"], [envs["sd35-fp8-cu121"]]).envs[0]
+    (check,) = [c for c in fit.checks if c.name == "env-fp8"]
+    assert (check.status, fit.status) == ("warn", "warn")
+    assert "FP8 tensor cores" in check.reason
+    # ... a native env on Ampere runs emulated like every env: no reason to fail it.
+    fit = decide(MACHINES["a100"], [envs["sd35-fp8-cu124"]]).envs[0]
+    (check,) = [c for c in fit.checks if c.name == "env-fp8"]
+    assert check.status == "pass" and "no native FP8" in check.reason
 
 
 def test_mig_and_xformers_mismatch_warn() -> None:
@@ -351,7 +360,7 @@ def _free(facts: MachineFacts, mib: int) -> MachineFacts:
     [
         (lambda: machine("h200"), "large/bf16/gpu", "SD3.5 Large fits in bf16 (~28.6 GiB"),
         (lambda: machine("a100"), "large/bf16/gpu", "FP8 weights (emulated) cut it to ~16.6 GiB"),
-        (lambda: machine("l4"), "large/fp8/gpu", "load it with FP8 weights (native, ~16.6 GiB)"),
+        (lambda: machine("l4"), "large/fp8/gpu", "load it with FP8 weights (emulated, ~16.6 GiB)"),
         (lambda: machine("t4"), "large/fp8/model-offload", "enable_model_cpu_offload() (fp8"),
         (lambda: machine("rtx5090-cu121"), "large/bf16/gpu", "fits in bf16"),
         (lambda: _free(machine("l4"), 8 * 1024), "medium/fp8/model-offload", "use SD3.5 Medium"),

@@ -99,7 +99,7 @@ def test_render_matches_write(tmp_path: Path) -> None:
 def test_cli_per_target(repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     locks = tmp_path / "locks"
     locks.mkdir()
-    for py in ("3.10", "3.11"):
+    for py in ("3.10", "3.11", "3.12"):
         write_lock(locks / f"sd35-fp8-cu121-py{py}-linux_x86_64.txt")
     out = tmp_path / "sbom"
     args = ["sbom", "--lock-dir", str(locks), "--envs-dir", str(repo / "envs"), "--out", str(out)]
@@ -108,6 +108,7 @@ def test_cli_per_target(repo: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert [Path(w["sbom"]).name for w in written] == [
         "sd35-fp8-cu121-py3.10-linux_x86_64.cdx.json",
         "sd35-fp8-cu121-py3.11-linux_x86_64.cdx.json",
+        "sd35-fp8-cu121-py3.12-linux_x86_64.cdx.json",
     ]
     assert sbom_path(out, Path(written[0]["lock"])).is_file()
 

@@ -50,7 +50,7 @@ def test_naive_diffusers_is_too_new_for_torch() -> None:
     assert f.kind == "too-new-for-torch"
     assert f.culprits == ["diffusers"]
     assert "torch.accelerator" in f.hint and "torch 2.4.1" in f.hint
-    assert "diffusers<0.36" in f.hint  # the bound measured to work (FACTS 3)
+    assert "diffusers<0.36" in f.hint  # measured to work: docs/evidence.md#E-working-set
     assert f.error == "AttributeError: module 'torch' has no attribute 'accelerator'"
 
 

@@ -1,5 +1,5 @@
-"""``sdenv smoke`` against real venvs built from PyPI wheels (FACTS 3): one that works, the naive
-resolve that does not import, and an xformers built for another torch.
+"""``sdenv smoke`` against real venvs built from PyPI wheels (docs/evidence.md#E-naive-resolve):
+one that works, the naive resolve that does not import, and an xformers built for another torch.
 
 Online + slow: the first run downloads torch 2.4.1 and its CUDA wheels (~3.5 GB, uv cache);
 venvs are kept under pytest's cache dir keyed by their install steps, so repeats cost seconds.
@@ -21,7 +21,8 @@ from sdenv.venv import create_venv, install
 
 pytestmark = [pytest.mark.online, pytest.mark.slow, pytest.mark.timeout(1800)]
 
-# FACTS 3: constraints diffusers<0.36, transformers<5 on torch 2.4.1 import and work.
+# docs/evidence.md#E-working-set: constraints diffusers<0.36, transformers<5 on torch 2.4.1
+# import and work.
 WORKING = [
     "torch==2.4.1",
     "xformers==0.0.28.post1",
@@ -34,7 +35,7 @@ WORKING = [
     "sentencepiece",
     "protobuf",
 ]
-# FACTS 3: what a naive `uv pip compile` picks for the same requirements.
+# docs/evidence.md#E-naive-resolve: what a naive `uv pip compile` picks for the same requirements.
 NAIVE = [
     "torch==2.4.1",
     "xformers==0.0.28.post1",
@@ -46,7 +47,8 @@ NAIVE = [
     "sentencepiece",
     "protobuf",
 ]
-# FACTS 2: xformers 0.0.29.post1's _C.so was built for torch 2.5.1; forced next to 2.4.1.
+# docs/evidence.md#E-xformers-cpp-lib: xformers 0.0.29.post1's _C.so was built for torch 2.5.1;
+# forced next to 2.4.1.
 ABI = [WORKING, ["--no-deps", "--reinstall-package", "xformers", "xformers==0.0.29.post1"]]
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from sdenv import checks
 from sdenv.cli import main
 from sdenv.spec import CUDA_VARIANTS, SpecError, load_spec
 
@@ -33,14 +34,26 @@ def write(tmp_path: Path, text: str, name: str = "demo") -> Path:
 
 
 def test_shipped_specs_load(repo: Path) -> None:
-    names = sorted(p.stem for p in (repo / "envs").glob("*.toml"))
-    assert {"sd35-fp8-cu121", "sd35-fp8-cu124", "sd35-fp8-cu128"} <= set(names)
-    default = load_spec("sd35-fp8-cu121", repo / "envs")
+    specs = {p.stem: load_spec(p, repo / "envs") for p in sorted((repo / "envs").glob("*.toml"))}
+    # One env per CUDA line of PyPI torch (data/torch_cuda.toml), none left out.
+    lines = {row.cuda for row in checks.torch_cuda_table()}
+    assert {s.cuda for s in specs.values()} == lines
+    default = specs["sd35-fp8-cu121"]
     assert default.cuda == "cu121" and default.cuda_version == (12, 1)
-    assert default.pythons == ("3.10", "3.11")
+    assert default.pythons == ("3.10", "3.11", "3.12")
+    assert default.fp8 == "emulated" and "torchao" not in default.requirements
     assert {"torch", "xformers", "diffusers", "transformers"} <= set(default.requirements)
-    blackwell = load_spec("sd35-fp8-cu128", repo / "envs")
-    assert "12.0" in blackwell.compute_capabilities
+    for spec in specs.values():
+        # Every env's torch range meets PyPI releases of its own CUDA line (raises otherwise).
+        checks.pypi_torch_bound(spec.cuda, spec.requirements["torch"])
+        if spec.name != "sd35-fp8-cu121":
+            assert spec.fp8 == "native" and "torchao" in spec.requirements, spec.name
+    # No xformers release is built for a CUDA 13 torch: those envs leave it out.
+    assert {n for n, s in specs.items() if "xformers" not in s.requirements} == {
+        "sd35-fp8-cu130",
+        "sd35-fp8-cu132",
+    }
+    assert "12.0" in specs["sd35-fp8-cu128"].compute_capabilities
 
 
 def test_parse_normalises(tmp_path: Path) -> None:

@@ -113,6 +113,16 @@ def test_verify_table_and_python_mismatch(
     py = _venv(tmp_path / "v", wheels, f"{DEMO}==1.0")
     lock = _lock(tmp_path, wheels, (("python", "3.9"),), **{DEMO: "1.0"})
     assert main(["verify", "--python", str(py), "--lock", str(lock)]) == 1
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
+    # Progress on a non-terminal stderr: the start, then one line per part as it ends.
+    progress = captured.err.splitlines()
+    assert progress[0].startswith(f"verifying {py}: probe, then drift, smoke and the model check")
+    assert sorted(ln.split(":")[0].strip() for ln in progress[1:]) == [
+        "drift",
+        "model",
+        "probe",
+        "smoke",
+    ]
     assert "verdict: fail" in text
     assert "drift: lock is for Python 3.9, this interpreter is 3." in text

@@ -301,6 +301,29 @@ def check_safetensors(mode: str) -> dict[str, Any]:
     }
 
 
+def check_fp8_backend(mode: str) -> dict[str, Any]:
+    """torchao imports next to this torch and builds the config of sdenv's native FP8 transform.
+
+    The same classes as ``sdenv.fp8.native_config`` (this script runs standalone, without sdenv);
+    whether the pair is one the table supports and whether the transform runs on the GPU is the
+    probe's stack verdict.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("torchao") is None:
+        raise Skip("torchao is not installed (the env runs FP8 emulated)")
+    import torch
+    import torchao
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
+
+    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    return {
+        "detail": f"torchao {torchao.__version__} on torch {torch.__version__}: "
+        f"{type(config).__name__}(PerRow) built",
+        "facts": {"torchao": torchao.__version__},
+    }
+
+
 def _device(mode: str) -> str:
     import torch
 
@@ -533,6 +556,7 @@ CHECKS: dict[str, Callable[[str], dict[str, Any]]] = {
     "safetensors": check_safetensors,
     "fp8-dtypes": check_fp8_dtypes,
     "fp8-matmul": check_fp8_matmul,
+    "fp8-backend": check_fp8_backend,
     "scaled-mm": check_scaled_mm,
     "xformers-attention": check_xformers_attention,
     "sd3-forward": check_sd3_forward,

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from sdenv._fs import require_dir_arg, require_file_arg
 from sdenv.errors import SdenvError, UsageError
 from sdenv.lockfile import DEFAULT_LOCK_DIR, Lockfile, read_lockfile
 from sdenv.spec import DEFAULT_ENV, DEFAULT_ENVS_DIR, EnvSpec, Target, load_spec
@@ -84,9 +85,10 @@ def lockfiles_for(
     """
     found: list[LockTarget] = []
     for path in locks:
-        if not path.is_file():
-            raise UsageError(f"{path}: no such lockfile; check --lock or run `sdenv lock`")
+        require_file_arg(path, "--lock", "lockfile", "check --lock or run `sdenv lock`")
         found.append(LockTarget(path))
+    if envs or not locks:
+        require_dir_arg(lock_dir, "--lock-dir")
     for name in envs or ([] if locks else [DEFAULT_ENV]):
         spec = load_spec(name, envs_dir)
         for target in spec.targets:
@@ -136,6 +138,8 @@ def load_ignore_file(path: Path, today: dt.date | None = None) -> IgnoreList:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise IgnoreFileError(f"{path}: no such ignore file; check --ignore-file") from None
+    except OSError as exc:
+        raise IgnoreFileError(f"{path}: cannot read the ignore file ({exc.strerror})") from None
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise IgnoreFileError(f"{path}: invalid TOML: {exc}; fix the syntax") from exc
     unknown = sorted(set(data) - {"ignore"})
@@ -204,6 +208,9 @@ class Finding:
     fix_versions: tuple[str, ...]
     locks: tuple[str, ...]
     ignored: IgnoreRule | None = None
+    # Why no fixed release fits the env of the lock (its CUDA line's torch, a known-incompatibility
+    # rule), and which env has one; "" when a fix fits or none is known.
+    not_fixable_here: str = ""
 
 
 @dataclass(frozen=True)
@@ -244,6 +251,10 @@ class AuditReport:
     @property
     def active(self) -> tuple[Finding, ...]:
         return tuple(f for f in self.findings if f.ignored is None)
+
+    @property
+    def not_fixable_here(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.active if f.not_fixable_here)
 
     def _status(self) -> str:
         if self.active:
@@ -305,6 +316,10 @@ def _query(service: Any, name: str, version: str) -> tuple[list[Any] | None, str
     dep = ResolvedDependency(name=name, version=Version(version))
     try:
         answered, results = service.query(dep)
+    except requests.ReadTimeout:
+        # Connected, but no answer in time for this one package: the service is up (a slow
+        # mirror, one heavy record); that package is unaudited, the others stand.
+        return None, f"no answer for {name} {version} within {service.timeout} s (--timeout)"
     except (ServiceConnectionError, requests.ConnectionError, requests.Timeout) as exc:
         raise _Unreachable(str(exc) or type(exc).__name__) from exc
     except ServiceError as exc:
@@ -348,6 +363,8 @@ def audit_locks(
     ignores: IgnoreList = NO_IGNORES,
     fix: bool = False,
     timeout: int = DEFAULT_TIMEOUT,
+    lock_dir: Path = DEFAULT_LOCK_DIR,
+    envs_dir: Path = DEFAULT_ENVS_DIR,
 ) -> AuditReport:
     """Audit every pin of ``lockfiles``, each distinct (name, version) once."""
     if service not in SERVICES:
@@ -390,6 +407,8 @@ def audit_locks(
     findings: list[Finding] = []
     unaudited: list[Unaudited] = []
     raw: dict[tuple[str, str], list[Any]] = {}
+    blocked: dict[tuple[str, str], str] = {}
+    other_envs = _env_pins(lock_dir, envs_dir)
     for (name, version), lock_names in sorted(where.items()):
         audited = public[(name, version)]
         results, why = answers[(name, audited)]
@@ -399,6 +418,17 @@ def audit_locks(
         for res in _dedupe(results):
             ids = (str(res.id), *sorted(str(a) for a in res.aliases))
             rule = ignores.rule_for(name, ids)
+            fixes_above = [str(v) for v in res.fix_versions if v > Version(audited)]
+            why_not = ""
+            if rule is None and fixes_above:
+                why_not = _not_fixable_here(
+                    name,
+                    fixes_above,
+                    [k for k in locks if _lock_label(k) in lock_names],
+                    other_envs,
+                )
+                if why_not:
+                    blocked[(name, version)] = why_not
             findings.append(
                 Finding(
                     package=name,
@@ -410,6 +440,7 @@ def audit_locks(
                     fix_versions=tuple(str(v) for v in sorted(res.fix_versions)),
                     locks=tuple(lock_names),
                     ignored=rule,
+                    not_fixable_here=why_not,
                 )
             )
             if rule is None:
@@ -417,7 +448,9 @@ def audit_locks(
 
     fixes: tuple[FixProposal, ...] = ()
     if fix and raw:
-        fixes = _propose_fixes(raw, where, public, lambda: _make_service(service, url, timeout))
+        fixes = _propose_fixes(
+            raw, where, public, lambda: _make_service(service, url, timeout), ignores, blocked
+        )
     return AuditReport(
         service=service,
         url=shown_url,
@@ -436,16 +469,24 @@ def _propose_fixes(
     where: Mapping[tuple[str, str], list[str]],
     public: Mapping[tuple[str, str], str],
     make_service: Any,
+    ignores: IgnoreList = NO_IGNORES,
+    blocked: Mapping[tuple[str, str], str] | None = None,
 ) -> tuple[FixProposal, ...]:
     """pip-audit's fix resolution (``pip_audit._fix``): for every advisory the smallest fix
     version above the pin, the largest of those; then ask the service about that version and
     repeat while it has advisories of its own. Written out here so that one package the service
-    cannot answer for becomes a note instead of aborting every proposal."""
+    cannot answer for becomes a note instead of aborting every proposal; the ignore file applies
+    to each step's advisories as it does to the pin's, and a package whose fixes lie outside its
+    env's CUDA line (or a rule) gets no proposal but the reason."""
     service = make_service()
     proposals: list[FixProposal] = []
     for (name, version), results in sorted(raw.items()):
         clears = tuple(sorted(str(r.id) for r in results))
         locks = tuple(where[(name, version)])
+        why_not = (blocked or {}).get((name, version))
+        if why_not:
+            proposals.append(FixProposal(name, version, None, clears, locks, why_not))
+            continue
         current = Version(public[(name, version)])
         pending = results
         proposed: str | None = None
@@ -470,11 +511,71 @@ def _propose_fixes(
             if answer is None:
                 note = f"{current} could not be checked: {why}"
                 break
-            pending = _dedupe(answer)
+            pending = [
+                r
+                for r in _dedupe(answer)
+                if ignores.rule_for(name, (str(r.id), *(str(a) for a in r.aliases))) is None
+            ]
         else:
             proposed = str(current)
         proposals.append(FixProposal(name, version, proposed, clears, locks, note))
     return tuple(proposals)
+
+
+def _env_pins(lock_dir: Path, envs_dir: Path) -> dict[str, dict[str, str]]:
+    """env name -> the public versions its committed locks pin (where the fix may already be)."""
+    found: dict[str, dict[str, str]] = {}
+    for path in sorted(envs_dir.glob("*.toml")) if envs_dir.is_dir() else []:
+        try:
+            spec = load_spec(path, envs_dir)
+        except SdenvError:
+            continue  # a broken spec elsewhere must not stop this audit
+        for target in spec.targets:
+            try:
+                lock = read_lockfile(target.lockfile(lock_dir))
+            except SdenvError:
+                continue
+            found.setdefault(spec.name, {}).update({p.name: p.public_version for p in lock.pins})
+    return found
+
+
+def _not_fixable_here(
+    name: str,
+    fixes: Sequence[str],
+    locks: Sequence[Lockfile],
+    other_envs: Mapping[str, Mapping[str, str]],
+) -> str:
+    """Why none of ``fixes`` (versions above the pin) can go into the env of ``locks``: a
+    constraint that the lock's header records as coming from its CUDA line (the PyPI torch
+    series built for it) or from a known-incompatibility rule excludes every one of them. The
+    spec's own ranges do not count (widening the spec is a fix), nor do the checks' pins (the
+    dry-run re-lock judges those). "" when a fix fits."""
+    from packaging.requirements import Requirement
+
+    from sdenv.lock import constraints_from_header
+
+    wanted = [Version(v) for v in fixes]
+    for lock in locks:
+        for constraint, why in constraints_from_header(lock):
+            req = Requirement(constraint)
+            if canonicalize_name(req.name) != name or not why.startswith(("PyPI torch", "rule ")):
+                continue
+            if any(req.specifier.contains(v, prereleases=True) for v in wanted):
+                continue
+            env = lock.get("env") or _lock_label(lock)
+            cuda = (lock.get("cuda") or "?").split(" ", 1)[0]
+            lowest = min(wanted)
+            has_fix = sorted(
+                f"{e} ({name} {pins[name]})"
+                for e, pins in other_envs.items()
+                if e != env and name in pins and Version(pins[name]) >= lowest
+            )
+            return (
+                f"no fixed release fits {env}: fixed in {name} {lowest}, but {constraint} "
+                f"({why}) holds on its {cuda} line"
+                + (f"; fixed in env {', '.join(has_fix)}" if has_fix else "")
+            )
+    return ""
 
 
 @dataclass(frozen=True)

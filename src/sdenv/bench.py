@@ -7,7 +7,8 @@ The worker talks JSON through two files (request in, result out) because diffuse
 inductor all print to stdout/stderr.
 
 Everything that turns figures into a verdict (statistics, ratios, the recommendation, the kernel
-categories of a profile) is a pure function here, tested on recorded numbers (FACTS section 6).
+categories of a profile) is a pure function here, tested on recorded numbers
+(``docs/evidence.md#E-h200-large-step``).
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sdenv import __version__
+from sdenv import __version__, _cleanup
+from sdenv._cleanup import throwaway_dir
 from sdenv.errors import SdenvError, UsageError
 
 SCHEMA = "sdenv-bench/1"
@@ -431,7 +432,7 @@ def _call_worker(
     cmd = [python, "-m", "sdenv._bench_worker", str(req_path), str(res_path)]
     try:
         # Worker chatter (diffusers, inductor) goes to our stderr: stdout stays clean for --json.
-        proc = subprocess.run(cmd, env=env, timeout=timeout_s, stdout=2)
+        proc = _cleanup.run(cmd, env=env, timeout=timeout_s, stdout=2)
     except subprocess.TimeoutExpired:
         return {"status": "error", "reason": f"timed out after {timeout_s:.0f} s"}
     except OSError as exc:
@@ -447,8 +448,8 @@ def _call_worker(
 
 
 def environment(python: str = sys.executable, timeout_s: float = 300.0) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="sdenv-bench-") as tmp:
-        env = _call_worker({"kind": "info"}, Path(tmp), "info", timeout_s, python)
+    with throwaway_dir("sdenv-bench-") as tmp:
+        env = _call_worker({"kind": "info"}, tmp, "info", timeout_s, python)
     if env.get("status") == "error":
         raise BenchError(f"bench worker could not inspect this box: {env.get('reason')}")
     return env
@@ -464,8 +465,7 @@ def run_bench(
     order = sorted(dict.fromkeys(config.modes), key=lambda m: m != BASELINE)
     plan = plan_modes(order, info, cpu_model=None if model["path"] else model["name"])
     results: list[ModeResult] = []
-    with tempfile.TemporaryDirectory(prefix="sdenv-bench-") as tmp:
-        workdir = Path(tmp)
+    with throwaway_dir("sdenv-bench-") as workdir:
         reference = workdir / "bf16-output.pt"
         for mode in order:
             if plan[mode] is not None:

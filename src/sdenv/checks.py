@@ -2,7 +2,7 @@
 coverage and the known-incompatibility rules of ``data/rules.toml``.
 
 Every function here is pure (pins and already-read wheel facts in, a :class:`CheckResult` out) so
-the recorded facts of ../shared/FACTS.md are their test oracles; ``sdenv.lock`` does the I/O.
+the recorded facts of ``docs/evidence.md`` are their test oracles; ``sdenv.lock`` does the I/O.
 """
 
 from __future__ import annotations
@@ -31,7 +31,15 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
-_CUDA_RUNTIMES = ("nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime-cu11", "nvidia-cuda-runtime")
+# Where a PyPI torch's CUDA shows, in order of preference: the runtime package it pins (torch <=
+# 2.10 directly, -cu12 suffixed; >= 2.11 through cuda-toolkit[cudart]), else the cuda-toolkit
+# meta-package itself (torch 2.11+ Requires-Dist: cuda-toolkit[cudart,...]==13.0.3).
+_CUDA_RUNTIMES = (
+    "nvidia-cuda-runtime-cu12",
+    "nvidia-cuda-runtime-cu11",
+    "nvidia-cuda-runtime",
+    "cuda-toolkit",
+)
 _LOCAL_CUDA_RE = re.compile(r"^cu(\d+)$")
 
 
@@ -70,10 +78,16 @@ def cuda_of_pins(pins: Mapping[str, str]) -> tuple[str, str] | None:
         return f"cu{m.group(1)}", f"torch {torch}"
     if local:
         return local, f"torch {torch}"  # +cpu, +rocm6.1: not a CUDA build
+    return cuda_of_runtime(pins)
+
+
+def cuda_of_runtime(pins: Mapping[str, str]) -> tuple[str, str] | None:
+    """(variant, how) from the CUDA runtime (or cuda-toolkit) pin in ``pins``: 13.2.86 -> cu132."""
     for runtime in _CUDA_RUNTIMES:
         if runtime in pins:
             release = Version(pins[runtime]).release
-            return f"cu{release[0]}{release[1]}", f"{runtime}=={pins[runtime]}"
+            if len(release) >= 2:
+                return f"cu{release[0]}{release[1]}", f"{runtime}=={pins[runtime]}"
     return None
 
 
@@ -137,7 +151,9 @@ def pypi_torch_series(cuda: str, torch_spec: str) -> list[TorchSeries]:
 
 
 def pypi_torch_bound(cuda: str, torch_spec: str) -> str:
-    """A PEP 440 range of the PyPI torch releases built for ``cuda`` (FACTS 1), e.g. '>=2.4,<2.5'.
+    """A PEP 440 range of the PyPI torch releases built for ``cuda``, e.g. '>=2.4,<2.5'.
+
+    The table is ``data/torch_cuda.toml`` (``docs/evidence.md#E-torch-cuda-lines``).
 
     Raises when PyPI has none: the user needs the PyTorch index of that variant.
     """
@@ -345,9 +361,54 @@ def parse_rules(text: str, where: str = "rules.toml") -> list[Rule]:
     return rules
 
 
+def fp8_backend_rules() -> list[Rule]:
+    """``data/fp8_backends.json`` as rules: per torch range, the torchao range built for it."""
+    from sdenv.fp8 import BACKEND, backend_pairs
+
+    return [
+        Rule(
+            pair.id,
+            {"torch": _pep440(pair.torch)},
+            {BACKEND: _pep440(pair.torchao)},
+            pair.reason,
+            pair.evidence,
+            "sdenv/data/fp8_backends.json",
+        )
+        for pair in backend_pairs()
+    ]
+
+
+def _pep440(spec: str) -> str:
+    return str(SpecifierSet(spec))  # validates and normalises the table's ranges
+
+
 @cache
 def default_rules() -> tuple[Rule, ...]:
-    return tuple(parse_rules(default_rules_text(), "sdenv/data/rules.toml"))
+    shipped = parse_rules(default_rules_text(), "sdenv/data/rules.toml")
+    return (*shipped, *fp8_backend_rules())
+
+
+def check_fp8_backend(pins: Mapping[str, str], fp8: str) -> CheckResult:
+    """An env that promises native FP8 must lock a backend built for its torch."""
+    from sdenv.fp8 import BACKEND, backend_support
+
+    if fp8 != "native":
+        held = f"; {BACKEND} {pins[BACKEND]} locked" if BACKEND in pins else ""
+        return CheckResult("fp8-backend", PASS, f"fp8 = {fp8!r}: no native backend needed{held}")
+    if "torch" not in pins:
+        return CheckResult(
+            "fp8-backend", FAIL, "fp8 = 'native' but no torch is locked", ("torch",), "add torch"
+        )
+    support = backend_support(pins["torch"], pins.get(BACKEND))
+    if support.ok:
+        return CheckResult("fp8-backend", PASS, support.reason, (BACKEND, "torch"))
+    return CheckResult(
+        "fp8-backend",
+        FAIL,
+        f"fp8 = 'native': {support.reason}",
+        (BACKEND, "torch"),
+        f"add {BACKEND} to the spec's [requirements], or set fp8 = 'emulated'",
+    )
 
 
 def rules_before_resolve(rules: Iterable[Rule], torch_candidates: Sequence[str]) -> list[Rule]:

@@ -2,8 +2,9 @@
 
 Standard library only: the probe imports this inside target environments.
 Sources: NVIDIA CUDA Toolkit release notes, Table 2 (driver floors) and the CUDA C programming
-guide's binary/PTX compatibility rules; PyTorch wheels' ``torch.cuda.get_arch_list()``
-(../shared/FACTS.md sections 1, 2, 6, 7).
+guide's binary/PTX compatibility rules; PyTorch wheels' ``torch.cuda.get_arch_list()``. Each
+fact with its source: docs/evidence.md#E-driver-floors, docs/evidence.md#E-arch-lists,
+docs/evidence.md#E-xformers-cpp-lib and docs/evidence.md#E-scaled-mm.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from dataclasses import dataclass
 # FP8 tensor cores (and torch._scaled_mm) start at Ada (8.9); Hopper 9.0, Blackwell 10.x/12.x.
 FP8_NATIVE_MIN_CC = (8, 9)
 
-# Full-feature driver floor per CUDA toolkit (NVIDIA CUDA release notes, Table 2, Linux x86_64).
+# Full-feature driver floor per CUDA toolkit (NVIDIA CUDA release notes, Table 2, Linux x86_64,
+# the GA row of each minor). 13.1 and 13.2: Table 2 of the CUDA 13.2 release notes
+# (https://docs.nvidia.com/cuda/archive/13.2.0/cuda-toolkit-release-notes/) lists
+# "CUDA 13.1 GA >=590.44.01" and "CUDA 13.2 GA >=595.45.04" (Update rows: 590.48.01, 595.58.03).
 DRIVER_FLOORS: Mapping[tuple[int, int], str] = {
     (11, 8): "520.61.05",
     (12, 1): "530.30.02",
@@ -24,6 +28,8 @@ DRIVER_FLOORS: Mapping[tuple[int, int], str] = {
     (12, 8): "570.26",
     (12, 9): "575.51.03",
     (13, 0): "580.65.06",
+    (13, 1): "590.44.01",
+    (13, 2): "595.45.04",
 }
 # Minor-version compatibility: any runtime of a major runs on this driver (PTX JIT excluded).
 MINOR_COMPAT_FLOORS: Mapping[int, str] = {11: "450.80.02", 12: "525.60.13", 13: "580.65.06"}
@@ -37,14 +43,28 @@ TORCH_ARCH_LISTS: Mapping[str, tuple[str, ...]] = {
     "cu128": ("sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"),
     "cu129": ("sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"),
     "cu130": ("sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"),
+    # PyPI torch 2.15.0 (cu132), read from the wheel's torch/lib/libtorch_python.so, which holds
+    # the string torch._C._cuda_getArchFlags() returns (a ranged read, no GPU or install needed):
+    #   python -c "import re; from sdenv import wheelmeta as w; f = w.find_wheel(
+    #     ['https://pypi.org/simple'], 'torch', '2.15.0', '3.11', 'x86_64-manylinux_2_28');
+    #     print(set(re.findall(rb'sm_[0-9]+[af]?(?: sm_[0-9]+[af]?)+',
+    #     w.read_member(f, 'torch/lib/libtorch_python.so'))))"
+    # -> 'sm_75 sm_80 sm_86 sm_90 sm_100 sm_120' (2.14.1, cu130, gives the same string).
+    "cu132": ("sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"),
 }
 
 # TORCH_CUDA_ARCH_LIST of the xformers wheels a resolver pairs with each torch CUDA variant, as
-# their xformers/cpp_lib.json records it (FACTS 2: 0.0.28.post1/0.0.29.post1 cu121 builds serve
-# the cu121/cu124 torches; 0.0.33.post2/0.0.35 are cu128 builds).
+# their xformers/cpp_lib.json records it (0.0.28.post1/0.0.29.post1 cu121 builds serve the
+# cu121/cu124 torches; 0.0.33.post2/0.0.35 are cu128 builds: docs/evidence.md#E-xformers-cpp-lib).
+# Read with sdenv's wheel reader
+# (wheelmeta.read_member(find_wheel(..., 'xformers', V, ...), 'xformers/cpp_lib.json')):
+# 0.0.29.post3 (cp310-cp312): torch 2.6.0+cu124, "6.0+PTX 7.0 7.5 8.0+PTX 9.0a";
+# 0.0.31.post1 (abi3): torch 2.7.1+cu126 (version.cuda 1208), "7.5 8.0+PTX 9.0a".
+# No xformers on PyPI is built for a CUDA 13 torch: cu130/cu132 have no entry.
 XFORMERS_ARCH_LISTS: Mapping[str, str] = {
     "cu121": "6.0+PTX 7.0 7.5 8.0+PTX 9.0a",
     "cu124": "6.0+PTX 7.0 7.5 8.0+PTX 9.0a",
+    "cu126": "7.5 8.0+PTX 9.0a",
     "cu128": "7.5 8.0+PTX 8.0 9.0a",
 }
 

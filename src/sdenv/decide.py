@@ -34,6 +34,7 @@ from sdenv.compat import (
     driver_fit,
     parse_cc,
 )
+from sdenv.fp8 import BACKEND, TransformFacts, backend_support
 
 SCHEMA = 1
 MACHINES_DIR = Path(__file__).parent / "data" / "machines"
@@ -92,6 +93,17 @@ class TorchDeviceFacts:
     kernel_ok: bool = False
     kernel_error: str | None = None
     scaled_mm: ScaledMmFacts | None = None
+    # The native FP8 transform sdenv deploys (sdenv.fp8.apply_native) on a tiny Linear here.
+    fp8_transform: TransformFacts | None = None
+
+
+@dataclass
+class Fp8BackendFacts:
+    """The FP8 backend of this interpreter (torchao), as imported by the probe."""
+
+    name: str = BACKEND
+    version: str | None = None  # None: not installed
+    import_error: str | None = None  # installed but ``import torchao`` failed
 
 
 @dataclass
@@ -117,6 +129,7 @@ class TorchFacts:
     cuda_error: str | None = None  # why torch.cuda is unavailable, as torch said it
     devices: list[TorchDeviceFacts] = field(default_factory=list)
     seconds: float = 0.0
+    fp8_backend: Fp8BackendFacts | None = None  # None: not checked (recorded before it existed)
 
 
 @dataclass
@@ -133,6 +146,9 @@ class MachineFacts:
     xformers: XformersFacts | None = None  # None: not installed
     notes: list[str] = field(default_factory=list)  # why each fact source failed
     seconds: float = 0.0
+    # Installed versions read from package metadata without importing (torch, torchao, ...):
+    # what a torch-free probe predicts the stack verdict from.
+    packages: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
@@ -143,6 +159,20 @@ class MachineFacts:
         assert isinstance(facts, MachineFacts)
         if facts.schema != SCHEMA:
             raise FactsError(f"{where}: schema {facts.schema} unsupported; expected {SCHEMA}")
+        # A cc is compared as a version everywhere after this: refuse one that is not, here.
+        ccs = [(f"gpus[{i}]", g.cc) for i, g in enumerate(facts.gpus)]
+        if facts.torch is not None:
+            ccs += [(f"torch.devices[{i}]", d.cc) for i, d in enumerate(facts.torch.devices)]
+        for field_, cc in ccs:
+            if cc is None:
+                continue
+            try:
+                parse_cc(cc)
+            except ValueError:
+                raise FactsError(
+                    f"{where}.{field_}.cc: {cc!r} is not a compute capability such as '8.9'; "
+                    "fix it or re-record the facts with `sdenv probe --save-facts`"
+                ) from None
         return facts
 
     @classmethod
@@ -233,8 +263,10 @@ class GpuReport:
     memory_total_mib: int | None
     memory_free_mib: int | None
     mig_mode: str | None
-    fp8: Fp8Verdict
+    fp8: Fp8Verdict  # what this env runs on this GPU: the lower of hardware and stack
     checks: list[Check] = field(default_factory=list)
+    hardware: Fp8Verdict | None = None  # FP8 tensor cores, float8 dtypes, a real _scaled_mm
+    stack: Fp8Verdict | None = None  # this interpreter's FP8 backend and the deployed transform
 
 
 @dataclass
@@ -278,6 +310,11 @@ class ProbeReport:
     recommended_env: str | None
     recommended_env_reason: str
     memory: MemoryReport
+    # The shipped env that runs FP8 native on this box (None: the hardware is not native, or no
+    # env promising native fits); named whenever this env runs less than the hardware could.
+    native_env: str | None = None
+    fp8_advisory: str | None = None  # one line, set when the hardware is native but fp8_mode not
+    fp8_hardware_mode: str = "off"  # what the model GPU's hardware alone could run
 
 
 class EnvLike(Protocol):
@@ -403,7 +440,8 @@ def fp8_verdict(gpu: GpuFacts, facts: MachineFacts) -> Fp8Verdict:
             False,
         )
     if mm.ok:
-        sig = "" if mm.signature == "tensor" else f", pre-2.4 {mm.signature} signature"
+        # torch <= 2.4.1 returns (out, amax); 2.5+ a Tensor.
+        sig = "" if mm.signature == "tensor" else f", {mm.signature} return of torch < 2.5"
         return Fp8Verdict(
             "native",
             f"{_native_cc_text(cc)}: torch._scaled_mm e4m3 {mm.shape} matched bf16 "
@@ -421,6 +459,81 @@ def fp8_verdict(gpu: GpuFacts, facts: MachineFacts) -> Fp8Verdict:
         f"{_native_cc_text(cc)} but torch._scaled_mm failed ({problem}): FP8 storage, bf16 compute",
         "bfloat16",
         True,
+    )
+
+
+_ORDER = {"unsupported": 0, "emulated": 1, "native": 2}
+
+
+def stack_verdict(gpu: GpuFacts, facts: MachineFacts) -> Fp8Verdict:
+    """Can this interpreter run sdenv's native FP8 transform on this GPU?
+
+    ``native``: torchao imports, its version is in the range built for the installed torch
+    (``data/fp8_backends.json``) and the deployed transform on a tiny Linear on this GPU matched
+    bf16. ``emulated``: float8 dtypes but no usable backend (FP8 storage, bf16 compute).
+    ``unsupported``: no torch with float8 dtypes. Without torch (``--no-torch``) the verdict is
+    predicted from package metadata alone and marked unchecked.
+    """
+    torch = facts.torch
+    if torch is None:
+        version = facts.packages.get("torch")
+        if version is None:
+            return Fp8Verdict("unsupported", "torch is not installed (predicted)", None, False)
+        sup = backend_support(version, facts.packages.get(BACKEND))
+        verdict = "native" if sup.ok else "emulated"
+        return Fp8Verdict(verdict, f"{sup.reason} (predicted; not imported)", "bfloat16", False)
+    if not torch.installed or not torch.version:
+        return Fp8Verdict("unsupported", f"torch not importable: {torch.import_error}", None, True)
+    if FP8_DTYPE not in torch.float8_dtypes:
+        return Fp8Verdict("unsupported", f"torch {torch.version} has no float8 dtypes", None, True)
+    backend = torch.fp8_backend
+    if backend is None:
+        return Fp8Verdict("emulated", f"{BACKEND} not checked by this probe", "bfloat16", False)
+    if backend.import_error:
+        return Fp8Verdict(
+            "emulated",
+            f"{BACKEND} {backend.version} does not import on torch {torch.version}: "
+            f"{backend.import_error}",
+            "bfloat16",
+            True,
+        )
+    sup = backend_support(torch.version, backend.version)
+    if not sup.ok:
+        return Fp8Verdict("emulated", sup.reason, "bfloat16", True)
+    dev = _torch_device_for(gpu, torch) if torch.cuda_available else None
+    check = dev.fp8_transform if dev is not None else None
+    if check is None or not check.ran:
+        why = (check.skipped or check.error) if check else "torch cannot use this GPU"
+        return Fp8Verdict(
+            "native", f"{sup.reason}; the transform was not run here: {why}", "bfloat16", False
+        )
+    if check.ok:
+        return Fp8Verdict(
+            "native",
+            f"{sup.reason}; its FP8 transform on a {check.shape} Linear matched bf16 "
+            f"(rel err {check.rel_err:.2g} <= {check.tolerance})",
+            "bfloat16",
+            True,
+        )
+    problem = check.error or f"rel err {check.rel_err} > {check.tolerance}"
+    why = f"{BACKEND} {backend.version}: FP8 transform failed: {problem}"
+    return Fp8Verdict("emulated", why, "bfloat16", True)
+
+
+def effective_verdict(hardware: Fp8Verdict, stack: Fp8Verdict) -> Fp8Verdict:
+    """What this env runs on the GPU: native only when both the hardware and the stack are."""
+    if _ORDER[hardware.verdict] <= _ORDER[stack.verdict]:
+        if hardware.verdict != "native":
+            return hardware
+        return dataclasses.replace(
+            hardware,
+            reason=f"{hardware.reason}; {stack.reason}",
+            checked=hardware.checked and stack.checked,
+        )
+    return dataclasses.replace(
+        stack,
+        reason=f"FP8 tensor cores, but this env runs FP8 {stack.verdict}: {stack.reason}",
+        compute_dtype=stack.compute_dtype or hardware.compute_dtype,
     )
 
 
@@ -572,16 +685,7 @@ def env_fit(env: EnvLike, facts: MachineFacts, gpus: Sequence[GpuFacts], fp8: st
                 )
             )
     if env.fp8 in ("native", "emulated") and gpus:
-        order = {"off": 0, "emulated": 1, "native": 2}
-        ok = order[fp8] >= order[env.fp8]
-        checks.append(
-            Check(
-                "env-fp8",
-                "pass" if ok else "fail",
-                f"env asks fp8 = {env.fp8!r}; this box gives {fp8!r}",
-                env=env.name,
-            )
-        )
+        checks.append(_env_fp8_check(env, fp8))
     if not gpus:
         return EnvFit(env.name, env.cuda, "fail", "no NVIDIA GPU on this box", checks)
     worst = _worst(c.status for c in checks)
@@ -590,10 +694,51 @@ def env_fit(env: EnvLike, facts: MachineFacts, gpus: Sequence[GpuFacts], fp8: st
     return EnvFit(env.name, env.cuda, worst, reason, checks)
 
 
+def _env_fp8_check(env: EnvLike, hardware: str) -> Check:
+    """The env's FP8 promise against what this box's hardware can do (not this interpreter's)."""
+    if env.fp8 == "native":
+        if hardware == "native":
+            return Check("env-fp8", "pass", "runs FP8 native here (torchao)", env=env.name)
+        return Check(
+            "env-fp8",
+            "pass",
+            f"FP8 {hardware} here: the hardware has no native FP8, as for every env",
+            env=env.name,
+        )
+    if hardware == "native":  # an emulated env on FP8 tensor cores leaves speed on the table
+        return Check(
+            "env-fp8",
+            "warn",
+            "runs FP8 emulated although this GPU has FP8 tensor cores (an env with fp8 = "
+            "'native' runs native here)",
+            env=env.name,
+        )
+    return Check("env-fp8", "pass", f"FP8 {hardware} here, as the env promises", env=env.name)
+
+
 def _worst(statuses: typing.Iterable[str]) -> str:
     rank = {"fail": 3, "warn": 2, "pass": 1, "skip": 0}
     worst = max(statuses, key=lambda s: rank[s], default="pass")
     return "pass" if worst == "skip" else worst
+
+
+def _fit_rank(f: EnvFit, cuda: tuple[int, int]) -> tuple[bool, int, bool, tuple[int, int]]:
+    # Clean fits first, then the fewest warnings, then a full (not minor-compat) driver fit,
+    # then the newest CUDA among them (newer torch, better FP8 kernels).
+    warns = sum(c.status == "warn" for c in f.checks)
+    driver_full = any(c.name == "env-driver" and c.status == "pass" for c in f.checks)
+    return (f.status == "pass", -warns, driver_full, cuda)
+
+
+def native_env(fits: Sequence[EnvFit], envs: Sequence[EnvLike], hardware: str) -> str | None:
+    """The best-fitting env that promises native FP8, when this box's hardware runs native."""
+    if hardware != "native":
+        return None
+    promised = {e.name: e for e in envs if e.fp8 == "native"}
+    usable = [f for f in fits if f.env in promised and f.status != "fail"]
+    if not usable:
+        return None
+    return max(usable, key=lambda f: _fit_rank(f, promised[f.env].cuda_version)).env
 
 
 def recommend_env(fits: Sequence[EnvFit], envs: Sequence[EnvLike]) -> tuple[str | None, str]:
@@ -604,12 +749,8 @@ def recommend_env(fits: Sequence[EnvFit], envs: Sequence[EnvLike]) -> tuple[str 
     if not usable:
         return None, "no env fits this box: " + "; ".join(f"{f.env}: {f.reason}" for f in fits)
 
-    # Clean fits first, then the fewest warnings, then a full (not minor-compat) driver fit,
-    # then the newest CUDA among them (newer torch, better FP8 kernels).
     def rank(f: EnvFit) -> tuple[bool, int, bool, tuple[int, int]]:
-        warns = sum(c.status == "warn" for c in f.checks)
-        driver_full = any(c.name == "env-driver" and c.status == "pass" for c in f.checks)
-        return (f.status == "pass", -warns, driver_full, cuda[f.env])
+        return _fit_rank(f, cuda[f.env])
 
     best = max(usable, key=rank)
     return best.env, f"{best.env} ({best.status}): {best.reason}"
@@ -620,7 +761,8 @@ def recommend_env(fits: Sequence[EnvFit], envs: Sequence[EnvLike]) -> tuple[str 
 # --------------------------------------------------------------------------------------------
 
 # Parameter counts from the stabilityai/stable-diffusion-3.5-{large,medium} diffusers repos
-# (fp16 safetensors sizes / 2) and FACTS 6 (8.06 B for the Large transformer, counted).
+# (fp16 safetensors sizes / 2) and the Large transformer counted on an H200: 8.06 B
+# (docs/evidence.md#E-h200-large-step).
 TRANSFORMER_PARAMS = {"large": 8.06e9, "medium": 2.47e9}
 SHARED_PARAMS = {
     "clip_l": 0.124e9,  # text_encoder: CLIPTextModelWithProjection (ViT-L)
@@ -629,8 +771,9 @@ SHARED_PARAMS = {
     "vae": 0.084e9,  # AutoencoderKL, 16 latent channels
 }
 FP8_COMPONENTS = ("transformer", "t5_xxl")  # stored in FP8; CLIPs and VAE stay bf16
-# Activations at 1024x1024 with CFG (batch 2), VAE decode and the CUDA context: FACTS 6 measured
-# a 10.7 GiB peak for the FP8-stored Large transformer, 7.5 GiB of it weights.
+# Activations at 1024x1024 with CFG (batch 2), VAE decode and the CUDA context: an H200 measured
+# a 10.7 GiB peak for the FP8-stored Large transformer, 7.5 GiB of it weights
+# (docs/evidence.md#E-h200-large-step).
 RESERVE_GIB = 3.0
 GIB = 1024**3
 
@@ -673,7 +816,8 @@ def memory_report(gpu: GpuFacts | None, free_mib: int | None, fp8_mode: str) -> 
             f"~{by[('large', 'fp8', 'gpu')].need_gib} GiB with FP8 weights",
         )
     # Preference: Large before Medium, resident before offload, bf16 before FP8 when both fit
-    # (eager FP8 is slower than bf16, FACTS 6: FP8 is for memory unless compiled).
+    # (eager FP8 is slower than bf16, docs/evidence.md#E-h200-large-step: FP8 is for memory unless
+    # compiled).
     order = [
         (m, pr, pl)
         for m in ("large", "medium")
@@ -754,7 +898,8 @@ def decide(facts: MachineFacts, envs: Sequence[EnvLike] = ()) -> ProbeReport:
     checks = box_checks(facts, gpus)
     reports = []
     for gpu in gpus:
-        verdict = fp8_verdict(gpu, facts)
+        hardware = fp8_verdict(gpu, facts)
+        stack = stack_verdict(gpu, facts)
         own = [c for c in checks if c.gpu == gpu.index]
         reports.append(
             GpuReport(
@@ -764,26 +909,51 @@ def decide(facts: MachineFacts, envs: Sequence[EnvLike] = ()) -> ProbeReport:
                 gpu.memory_total_mib,
                 gpu.memory_free_mib,
                 gpu.mig_mode,
-                verdict,
+                effective_verdict(hardware, stack),
                 own,
+                hardware,
+                stack,
             )
         )
     model_gpu = _model_gpu(facts, gpus)
+    hardware_mode = "off"
     if model_gpu is None:
         fp8_mode, mode_reason = "off", "no usable NVIDIA GPU: the model step runs without FP8"
         free_mib = None
     else:
         rep = next(r for r in reports if r.index == model_gpu.index)
         fp8_mode = _MODE[rep.fp8.verdict]
+        hardware_mode = _MODE[rep.hardware.verdict] if rep.hardware else fp8_mode
         mode_reason = f"GPU {rep.index} ({rep.name}) is {rep.fp8.verdict}: {rep.fp8.reason}"
         free_mib = model_gpu.memory_free_mib
         if facts.torch and facts.torch.cuda_available:
             dev = _torch_device_for(model_gpu, facts.torch)
             if dev is not None and dev.memory_free_mib is not None:
                 free_mib = dev.memory_free_mib
-    fits = [env_fit(env, facts, gpus, fp8_mode) for env in envs]
+    fits = [env_fit(env, facts, gpus, hardware_mode) for env in envs]
     recommended, why = recommend_env(fits, envs)
+    native = native_env(fits, envs, hardware_mode)
+    advisory = None
+    if hardware_mode == "native" and fp8_mode != "native":
+        where = (
+            f"env {native} runs native on this box"
+            if native
+            else "no env spec given promises native FP8 and fits this box"
+        )
+        advisory = f"FP8 {fp8_mode} here although the GPU runs FP8 native: {where}"
+        mode_reason += f"; {where}"
     memory = memory_report(model_gpu, free_mib, fp8_mode)
     return ProbeReport(
-        facts, reports, fp8_mode, mode_reason, checks, fits, recommended, why, memory
+        facts,
+        reports,
+        fp8_mode,
+        mode_reason,
+        checks,
+        fits,
+        recommended,
+        why,
+        memory,
+        native,
+        advisory,
+        hardware_mode,
     )

@@ -25,6 +25,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from sdenv import _cleanup
 from sdenv.errors import SdenvError
 from sdenv.lockfile import Lockfile
 
@@ -242,7 +243,7 @@ def take_inventory(
     exe = str(python) if python else sys.executable
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(
+        proc = _cleanup.run(
             # Not isolated (-I): PYTHONPATH and user site are part of what the target imports.
             [exe, "-c", INVENTORY_SCRIPT, "1" if check_files else "0"],
             capture_output=True,

@@ -3,8 +3,9 @@
 Modes (the transformer only; text encoders and VAE stay bf16):
 - ``native``: torchao ``Float8DynamicActivationFloat8WeightConfig(PerRow)`` on the transformer's
   linear layers: FP8 weights *and* FP8 matmuls (``torch._scaled_mm``, compute capability >= 8.9).
-  ``compile=True`` adds ``torch.compile``: FACTS 6 shows FP8 is slower than bf16 eager and pays
-  only compiled (100 ms vs 186 ms per step on an H200, after a long first call).
+  ``compile=True`` adds ``torch.compile``: FP8 is slower than bf16 eager and pays
+  only compiled (100 ms vs 186 ms per step on an H200, after a long first call;
+  ``docs/evidence.md#E-h200-large-step``).
 - ``emulated``: diffusers ``enable_layerwise_casting``: weights stored float8_e4m3fn, upcast to
   bf16 per layer for compute. Halves the transformer's weight memory anywhere torch has float8.
 - ``off``: bf16.
@@ -171,8 +172,11 @@ class ModelLayout:
 def check_model_dir(model_dir: Path) -> ModelLayout:
     """Everything about ``model_dir`` that files can tell, before any import of torch."""
     if not model_dir.is_dir():
+        what = (
+            "is a file, not a model directory" if model_dir.exists() else "no such model directory"
+        )
         raise ModelLayoutError(
-            f"{model_dir}: no such model directory; pass a local diffusers-format SD3.5 directory"
+            f"{model_dir}: {what}; pass a local diffusers-format SD3.5 directory"
         )
     pickles = find_pickles(model_dir)
     if pickles:
@@ -312,23 +316,20 @@ def _require_native(device: str) -> None:
             f"--fp8 native needs compute capability >= 8.9, {torch.cuda.get_device_name()} "
             f"is {cc[0]}.{cc[1]}; use --fp8 emulated"
         )
+    import importlib.metadata
+
+    from sdenv.fp8 import BACKEND, backend_support
+
     try:
-        import torchao  # noqa: F401
-    except ImportError:
+        backend = importlib.metadata.version(BACKEND)
+    except importlib.metadata.PackageNotFoundError:
+        backend = None
+    support = backend_support(str(torch.__version__), backend)
+    if not support.ok:
         raise Fp8Unavailable(
-            "--fp8 native needs torchao (pip install torchao); or use --fp8 emulated"
-        ) from None
-
-
-def _fp8_linear_filter(module: Any, fqn: str) -> bool:
-    import torch
-
-    # torch._scaled_mm wants both matrix dims to be multiples of 16 (FACTS 7).
-    return (
-        isinstance(module, torch.nn.Linear)
-        and module.in_features % 16 == 0
-        and module.out_features % 16 == 0
-    )
+            f"--fp8 native: {support.reason}; use an env whose fp8 is 'native' "
+            "(`sdenv probe` names one) or --fp8 emulated"
+        )
 
 
 def _is_fp8(t: Any) -> bool:
@@ -445,17 +446,9 @@ def load_pipeline(
 
     t = time.perf_counter()
     if resolved == "native":
-        from torchao.quantization import (
-            Float8DynamicActivationFloat8WeightConfig,
-            PerRow,
-            quantize_,
-        )
+        from sdenv.fp8 import apply_native
 
-        quantize_(
-            pipe.transformer,
-            Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()),
-            filter_fn=_fp8_linear_filter,
-        )
+        apply_native(pipe.transformer)
     elif resolved == "emulated":
         pipe.transformer.enable_layerwise_casting(
             storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16
@@ -591,6 +584,33 @@ def png_bytes(image: Any, result: GenerateResult) -> bytes:
     return buf.getvalue()
 
 
+def size_multiple(model_dir: Path) -> int:
+    """Height and width must be multiples of the VAE's downscale times the transformer's patch
+    size (8 x 2 = 16 for SD3.5), read from the model's own config files."""
+
+    def config(sub: str) -> dict[str, Any]:
+        try:
+            data = json.loads((model_dir / sub / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    blocks = config("vae").get("block_out_channels") or [0, 0, 0, 0]
+    patch = config("transformer").get("patch_size") or 2
+    return int(2 ** (len(blocks) - 1) * int(patch))
+
+
+def check_size(model_dir: Path, height: int | None, width: int | None) -> None:
+    multiple = size_multiple(model_dir)
+    for option, value in (("--height", height), ("--width", width)):
+        if value is not None and (value < multiple or value % multiple):
+            near = max(multiple, round(value / multiple) * multiple)
+            raise UsageError(
+                f"{option} {value}: must be a positive multiple of {multiple} for this model "
+                f"(VAE downscale x patch size); e.g. {near}"
+            )
+
+
 def generate(
     model_dir: Path,
     prompt: str,
@@ -606,6 +626,11 @@ def generate(
     """Load, run and write the PNG atomically (no file at all on failure)."""
     if out.suffix.lower() != ".png":
         raise UsageError(f"--out {out}: must end in .png")
+    if out.is_dir():
+        raise UsageError(f"--out {out}: is a directory; name the PNG file to write")
+    if steps < 1:
+        raise UsageError(f"--steps {steps}: must be at least 1")
+    check_size(model_dir, height, width)  # before the slow load, not after it
     loaded = load_pipeline(model_dir, mode, compile=compile)
     result, image = run_pipeline(loaded, prompt, steps=steps, seed=seed, height=height, width=width)
     if not result.finite:

@@ -40,7 +40,8 @@ from typing import Any, TextIO
 
 from packaging.utils import canonicalize_name
 
-from sdenv import __version__
+from sdenv import __version__, _cleanup
+from sdenv._cleanup import throwaway_dir
 from sdenv._fs import write_atomic
 from sdenv._json import dumps
 from sdenv.errors import SdenvError, UsageError
@@ -489,8 +490,7 @@ def bootstrap_os_image(
             "debootstrap not found; install it (scripts/docker-engine.sh start does) "
             "or pass --base IMAGE"
         )
-    work = Path(tempfile.mkdtemp(prefix="sdenv-bootstrap-", dir="/var/tmp"))
-    try:
+    with throwaway_dir("sdenv-bootstrap-", "/var/tmp") as work:
         rootfs = work / "rootfs"
         cmd = [
             "debootstrap",
@@ -500,7 +500,7 @@ def bootstrap_os_image(
             str(rootfs),
             mirror,
         ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        proc = _cleanup.run(cmd, capture_output=True, text=True)
         if log is not None:
             log.write(proc.stdout + proc.stderr)
         if proc.returncode != 0:
@@ -512,7 +512,7 @@ def bootstrap_os_image(
                 if item.is_file():
                     item.unlink()
         tarball = work / "rootfs.tar"
-        subprocess.run(
+        _cleanup.run(
             ["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], check=True
         )
         repo, _, tagname = tag.partition(":")
@@ -526,8 +526,6 @@ def bootstrap_os_image(
                 'CMD ["/bin/bash"]',
             ],
         )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     status = json.loads(result.strip().splitlines()[-1]) if isinstance(result, str) else result
     return str(status.get("status", "")) if isinstance(status, dict) else str(status)
 
@@ -691,8 +689,7 @@ def build_cuda_base(
     nocache: bool = False,
 ) -> tuple[str, BuildOutcome]:
     tag = cuda_base_tag(spec, python, base, parts)
-    with tempfile.TemporaryDirectory(prefix="sdenv-ctx-") as tmp:
-        ctx = Path(tmp)
+    with throwaway_dir("sdenv-ctx-") as ctx:
         labels = {
             f"{LABEL_PREFIX}.cuda": spec.cuda,
             f"{LABEL_PREFIX}.python": python,
@@ -817,7 +814,7 @@ def build_image(
     labels = app_labels(spec, target, lock, lock_sha256, base)
 
     with (
-        tempfile.TemporaryDirectory(prefix="sdenv-ctx-") as tmp,
+        throwaway_dir("sdenv-ctx-") as tmp,
         serve_transport(req.transport.with_spec_indexes(spec)) as transport_addr,
     ):
         partial = out_dir / ".build.log.partial"
@@ -826,7 +823,7 @@ def build_image(
             cuda_tag, cuda_outcome = build_cuda_base(
                 client, spec, target.python, base, parts, transport_addr, log, on_step, req.nocache
             )
-            ctx = Path(tmp)
+            ctx = tmp
             wheel = req.sdenv_wheel or build_sdenv_wheel(ctx / "dist")
             shutil.copy(wheel, ctx / wheel.name)
             (ctx / "torch.txt").write_text(render_requirements(parts.torch))

@@ -32,6 +32,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from sdenv import checks, wheelmeta
+from sdenv._cleanup import throwaway_dir
 from sdenv.checks import CheckResult, CppLib, Rule
 from sdenv.errors import SdenvError
 from sdenv.lockfile import (
@@ -164,7 +165,7 @@ def data_sha256() -> str:
     h = hashlib.sha256()
     from importlib import resources
 
-    for name in ("rules.toml", "torch_cuda.toml"):
+    for name in ("rules.toml", "torch_cuda.toml", "fp8_backends.json"):
         h.update(resources.files("sdenv.data").joinpath(name).read_bytes())
     return h.hexdigest()
 
@@ -256,6 +257,19 @@ def find_matching_xformers(
     return None
 
 
+def _rules_involved(message: str, cons: Sequence[tuple[str, str]], opts: LockOptions) -> str:
+    """The rules whose constraints bear on a failed resolve: the resolver sees a bare
+    ``diffusers<0.36`` and cannot say that a shipped rule put it there."""
+    text = message.lower()
+    source = opts.rules_source or "src/sdenv/data/rules.toml"
+    named = [
+        f"{c} from {why} ({source})"
+        for c, why in cons
+        if why.startswith("rule ") and re.search(rf"\b{re.escape(_req_name(c))}\b", text)
+    ]
+    return f" [constraints from known-incompatibility rules: {'; '.join(named)}]" if named else ""
+
+
 def resolve_and_check(
     spec: EnvSpec,
     target: Target,
@@ -268,18 +282,21 @@ def resolve_and_check(
     tried_xformers: list[str] = []
     for _ in range(MAX_FIXES):
         opts.progress(f"{target.slug}: resolving with {opts.resolver}")
-        res = resolve(
-            target,
-            ResolveInput(
-                tuple(inputs.requirements),
-                tuple(c for c, _ in cons),
-                tuple(i.url for i in spec.indexes),
-                tuple(preferences),
-                opts.upgrade,
-                opts.upgrade_packages,
-            ),
-            opts.resolver,
-        )
+        try:
+            res = resolve(
+                target,
+                ResolveInput(
+                    tuple(inputs.requirements),
+                    tuple(c for c, _ in cons),
+                    tuple(i.url for i in spec.indexes),
+                    tuple(preferences),
+                    opts.upgrade,
+                    opts.upgrade_packages,
+                ),
+                opts.resolver,
+            )
+        except ResolveError as exc:
+            raise ResolveError(str(exc) + _rules_involved(str(exc), cons, opts)) from None
         pins = res.versions()
         fired = checks.violated_rules(rules, pins)
         if fired:
@@ -287,7 +304,11 @@ def resolve_and_check(
             for rule in fired:
                 cons += [(c, f"rule {rule.id}") for c in rule.constraints()]
             continue
-        results = [checks.check_rules(rules, pins), checks.check_cuda(pins, spec.cuda)]
+        results = [
+            checks.check_rules(rules, pins),
+            checks.check_cuda(pins, spec.cuda),
+            checks.check_fp8_backend(pins, spec.fp8),
+        ]
         xf = res.pin("xformers")
         cpp: CppLib | None = None
         if xf is not None and results[-1].ok:
@@ -344,6 +365,7 @@ def build_lockfile(
         ("platform", f"{target.platform} ({target.uv_platform})"),
         ("cuda", f"{spec.cuda}" + (f" ({cuda[1]})" if cuda else "")),
         ("compute-capabilities", " ".join(spec.compute_capabilities)),
+        ("fp8", spec.fp8),
         ("resolver", res.resolver),
         *((("rules", rules_source),) if rules_source else ()),
     ]
@@ -606,8 +628,7 @@ def lock_target(spec: EnvSpec, target: Target, opts: LockOptions) -> TargetResul
 
     proof = Proof("unverified", "--no-verify")
     if opts.verify:
-        with tempfile.TemporaryDirectory(prefix=f"sdenv-proof-{target.slug}-") as tmp:
-            work = Path(tmp)
+        with throwaway_dir(f"sdenv-proof-{target.slug}-") as work:
             lock = build_lockfile(spec, target, checked, Proof("unverified", "pending"))
             proof = prove(spec, target, lock, opts, work / "proof")
             if not proof.ok and opts.search:
@@ -688,6 +709,11 @@ def check_target(spec: EnvSpec, target: Target, opts: LockOptions) -> TargetResu
     if disagrees:
         result.status, result.message = "stale", disagrees
         return result
+    fix = f"run `sdenv lock {spec.name}`"
+    wrong = header_mismatch(lock, spec, target)
+    if wrong:
+        result.status, result.message = "stale", f"{path}: {wrong}; {fix}"
+        return result
     if lock.get("spec-sha256") != spec.sha256:
         result.status = "stale"
         result.message = (
@@ -723,7 +749,52 @@ def check_target(spec: EnvSpec, target: Target, opts: LockOptions) -> TargetResu
             f"{path}: a fresh resolve differs in {len(result.changes)} pins; "
             f"run `sdenv lock {spec.name}`"
         )
+        return result
+    # Same versions: every hash must still be one the index serves (an edited or re-uploaded
+    # file is refused by `pip --require-hashes` at install time; say so now), and the header's
+    # CUDA line must be what these pins make.
+    fresh = {p.name: set(p.hashes) for p in checked.resolution.pins}
+    for pin in lock.pins:
+        unknown = sorted(set(pin.hashes) - fresh.get(pin.name, set()))
+        if unknown:
+            result.status = "stale"
+            result.message = (
+                f"{path}: {pin.name}=={pin.version} has {len(unknown)} hash(es) the index does "
+                f"not serve ({unknown[0][:20]}...): install would refuse it; {fix}"
+            )
+            return result
+    want_cuda = build_lockfile(spec, target, checked, Proof("unverified", "")).get("cuda")
+    if lock.get("cuda") != want_cuda:
+        result.status = "stale"
+        result.message = (
+            f"{path}: header cuda is {lock.get('cuda')!r}, the pins make {want_cuda!r}; {fix}"
+        )
     return result
+
+
+def header_mismatch(lock: Lockfile, spec: EnvSpec, target: Target) -> str:
+    """What in the lock's header says it is not ``target``'s lock of ``spec`` ("" if nothing).
+
+    Compared field by field before any resolve: a lock whose header was edited to another
+    Python, platform or CUDA line is not fresh, whatever its pins say.
+    """
+    expected = {
+        "env": spec.name,
+        "python": target.python,
+        "platform": f"{target.platform} ({target.uv_platform})",
+        "compute-capabilities": " ".join(spec.compute_capabilities),
+        "fp8": spec.fp8,  # verify holds the box to this promise
+    }
+    for key, want in expected.items():
+        if lock.get(key) != want:
+            return f"header {key} is {lock.get(key)!r}, {target.slug} needs {want!r}"
+    cuda = (lock.get("cuda") or "").split(" ", 1)[0]
+    if cuda != spec.cuda:
+        return f"header cuda is {lock.get('cuda')!r}, {spec.name} is built for {spec.cuda}"
+    indexes = [i.url for i in spec.indexes]
+    if lock.get_all("index") != indexes:
+        return f"header index is {lock.get_all('index')}, {spec.name} uses {indexes}"
+    return ""
 
 
 def check_env(spec: EnvSpec, opts: LockOptions) -> list[TargetResult]:

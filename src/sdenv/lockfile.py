@@ -65,6 +65,12 @@ class Lockfile:
         return {p.name: p.version for p in self.pins}
 
 
+def header_platform(lock: Lockfile) -> str | None:
+    """``linux_x86_64`` from the header line ``platform: linux_x86_64 (x86_64-manylinux_2_28)``."""
+    value = lock.get("platform")
+    return value.split(" ", 1)[0] if value else None
+
+
 def make_lockfile(header: Iterable[tuple[str, str]], pins: Iterable[Pin]) -> Lockfile:
     normalised = [
         Pin(canonicalize_name(p.name), p.version, tuple(sorted(set(p.hashes)))) for p in pins
@@ -162,6 +168,18 @@ def read_lockfile(path: Path) -> Lockfile:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise LockfileError(f"{path}: no such lockfile; create it with `sdenv lock`") from None
+    except IsADirectoryError:
+        raise LockfileError(
+            f"{path}: is a directory, not a lockfile; pass a file such as "
+            f"{DEFAULT_LOCK_DIR}/<target>.txt"
+        ) from None
+    except UnicodeDecodeError:
+        raise LockfileError(
+            f"{path}: binary data, not a lockfile (a text file made by `sdenv lock`); "
+            "check the path"
+        ) from None
+    except OSError as exc:
+        raise LockfileError(f"{path}: cannot read the lockfile ({exc.strerror})") from None
     return parse_lockfile(text, path)
 
 

@@ -34,6 +34,7 @@ from sdenv.decide import (
     DriverFacts,
     EnvFit,
     EnvLike,
+    Fp8BackendFacts,
     Fp8Verdict,
     GpuFacts,
     GpuReport,
@@ -48,6 +49,7 @@ from sdenv.decide import (
     decide,
     recorded_machines,
 )
+from sdenv.fp8 import BACKEND, TransformFacts, check_transform
 
 __all__ = [
     "Check",
@@ -272,7 +274,17 @@ def _scaled_mm_check(torch: Any, device: str) -> ScaledMmFacts:
     return facts
 
 
-def _device_facts(torch: Any, index: int) -> TorchDeviceFacts:
+def _transform_facts(torch: Any, device: str, backend: Fp8BackendFacts | None) -> TransformFacts:
+    if backend is None or backend.version is None:
+        return TransformFacts(skipped=f"{BACKEND} is not installed")
+    if backend.import_error:
+        return TransformFacts(skipped=f"{BACKEND} does not import")
+    return check_transform(torch, device)
+
+
+def _device_facts(
+    torch: Any, index: int, backend: Fp8BackendFacts | None = None
+) -> TorchDeviceFacts:
     props = torch.cuda.get_device_properties(index)
     uuid = getattr(props, "uuid", None)
     cc = f"{props.major}.{props.minor}"
@@ -295,7 +307,40 @@ def _device_facts(torch: Any, index: int) -> TorchDeviceFacts:
         dev.scaled_mm = ScaledMmFacts(skipped="torch has no float8_e4m3fn")
     else:
         dev.scaled_mm = _scaled_mm_check(torch, device)
+    if dev.scaled_mm.ok:  # the backend's transform only where the hardware runs FP8 GEMMs
+        dev.fp8_transform = _transform_facts(torch, device, backend)
+    else:
+        why = dev.scaled_mm.skipped or "torch._scaled_mm did not match bf16"
+        dev.fp8_transform = TransformFacts(skipped=why)
     return dev
+
+
+def collect_fp8_backend() -> Fp8BackendFacts:
+    """Import the FP8 backend (after torch) and record its version or why it failed."""
+    facts = Fp8BackendFacts()
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        facts.version = importlib.metadata.version(BACKEND)
+    if facts.version is None:
+        return facts
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torchao warns when its C++ ops do not match torch
+            importlib.import_module(BACKEND)
+    except Exception as exc:  # ImportError, or a torch/torchao mismatch raising at import
+        facts.import_error = _one_line(exc)
+    return facts
+
+
+# Package versions a torch-free probe predicts the stack verdict from (metadata, no import).
+PACKAGES = ("torch", "torchao", "diffusers", "transformers", "xformers")
+
+
+def installed_packages() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found[name] = importlib.metadata.version(name)
+    return found
 
 
 def collect_torch() -> TorchFacts:
@@ -324,10 +369,11 @@ def collect_torch() -> TorchFacts:
         with contextlib.suppress(Exception):
             flags = torch._C._cuda_getArchFlags() if facts.cuda_build else None
             facts.arch_list = flags.split() if flags else list(torch.cuda.get_arch_list())
+        facts.fp8_backend = collect_fp8_backend()
         if available:
             for i in range(torch.cuda.device_count()):
                 try:
-                    facts.devices.append(_device_facts(torch, i))
+                    facts.devices.append(_device_facts(torch, i, facts.fp8_backend))
                 except Exception as exc:
                     facts.devices.append(
                         TorchDeviceFacts(i, "?", "0.0", kernel_error=_one_line(exc))
@@ -390,6 +436,7 @@ def collect_facts(*, with_torch: bool = True) -> MachineFacts:
         torch=collect_torch() if with_torch else None,
         xformers=collect_xformers(),
         notes=notes,
+        packages=installed_packages(),
     )
     facts.seconds = round(time.perf_counter() - start, 3)
     return facts

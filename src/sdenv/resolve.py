@@ -11,9 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +21,8 @@ from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from sdenv import _cleanup
+from sdenv._cleanup import throwaway_dir
 from sdenv.errors import SdenvError
 from sdenv.lockfile import Pin
 from sdenv.spec import Target
@@ -125,8 +125,7 @@ def _preference_text(pins: Sequence[Pin]) -> str:
 def resolve(target: Target, inputs: ResolveInput, resolver: str = "uv") -> Resolution:
     if resolver not in RESOLVERS:
         raise ResolveError(f"unknown resolver {resolver!r}; use one of {', '.join(RESOLVERS)}")
-    with tempfile.TemporaryDirectory(prefix="sdenv-resolve-") as tmp:
-        work = Path(tmp)
+    with throwaway_dir("sdenv-resolve-") as work:
         req_in = work / "requirements.in"
         cons = work / "constraints.txt"
         out = work / "requirements.txt"
@@ -139,7 +138,7 @@ def resolve(target: Target, inputs: ResolveInput, resolver: str = "uv") -> Resol
         else:
             cmd, env, label = _piptools_command(target, inputs, req_in, cons, out)
         start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=work, check=False)
+        proc = _cleanup.run(cmd, capture_output=True, text=True, env=env, cwd=work)
         seconds = time.perf_counter() - start
         if proc.returncode != 0:
             raise ResolveError(_failure_message(target, label, proc.stderr or proc.stdout))
@@ -225,7 +224,7 @@ def _piptools_command(
 
 
 def _failure_message(target: Target, label: str, output: str) -> str:
+    # The resolver's own words, whole: its "Because ..." lines name the packages and its hints
+    # name the fix ("You require CPython 3.99"). Joined on one line, nothing dropped.
     lines = [ln.strip() for ln in output.strip().splitlines() if ln.strip()]
-    # uv explains a conflict in a few "Because ..." lines; keep them, they name the packages.
-    keep = [ln for ln in lines if not ln.startswith(("hint:", "warning:"))][-8:]
-    return f"{target.slug}: {label} found no solution: " + " | ".join(keep)
+    return f"{target.slug}: {label} found no solution: " + " | ".join(lines)

@@ -23,7 +23,7 @@ from typing import Any
 from sdenv import __version__
 from sdenv._fs import write_atomic
 from sdenv.errors import SdenvError, UsageError
-from sdenv.lockfile import Lockfile, LockfileError, parse_lockfile, render_lockfile
+from sdenv.lockfile import Lockfile, read_lockfile, render_lockfile
 
 SBOM_SUFFIX = ".cdx.json"
 # A fixed namespace for serial numbers derived from lock content (uuid5 of the lock's sha256).
@@ -144,11 +144,8 @@ def write_sbom(
 
     The image builder calls this next to each build summary.
     """
-    try:
-        content = lockfile.read_bytes()
-    except FileNotFoundError:
-        raise LockfileError(f"{lockfile}: no such lockfile; create it with `sdenv lock`") from None
-    lock = parse_lockfile(content.decode("utf-8"), lockfile)
+    lock = read_lockfile(lockfile)  # a missing, binary or directory path: one line, exit 2
+    content = lockfile.read_bytes()
     text = render_sbom(lock, name=name, timestamp=timestamp, content=content)
     write_atomic(out_path, text)
     return out_path

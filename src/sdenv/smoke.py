@@ -12,7 +12,6 @@ library + sdenv.compat only at import time.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -20,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -28,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sdenv import compat
+from sdenv import _cleanup, compat
+from sdenv._cleanup import throwaway_dir
 from sdenv.errors import UsageError
 
 Status = Literal["pass", "fail", "skip"]
@@ -106,6 +105,7 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec(
         "fp8-matmul", "FP8 weight storage matmul", "torch", ("fp8-dtypes",), needs_on_gpu=("cuda",)
     ),
+    CheckSpec("fp8-backend", "torchao imports, FP8 config builds", "torchao", ("fp8-dtypes",)),
     CheckSpec(
         "scaled-mm", "torch._scaled_mm FP8 GEMM", "torch", ("cuda", "fp8-dtypes"), gpu_only=True
     ),
@@ -148,7 +148,8 @@ KINDS: Mapping[str, str] = {
     "error": "any other error",
 }
 
-# torch release -> the xformers release built for it (FACTS 1 + 2: cpp_lib.json of each wheel).
+# torch release -> the xformers release built for it (cpp_lib.json of each wheel:
+# docs/evidence.md#E-xformers-cpp-lib).
 XFORMERS_FOR_TORCH: Mapping[str, str] = {
     "2.4.0": "0.0.27.post2",
     "2.4.1": "0.0.28.post1",
@@ -159,7 +160,7 @@ XFORMERS_FOR_TORCH: Mapping[str, str] = {
     "2.9.1": "0.0.33.post2",
     "2.10.0": "0.0.35",
 }
-# Upper bounds measured to import with a torch minor (FACTS 3).
+# Upper bounds measured to import with a torch minor (docs/evidence.md#E-naive-resolve).
 KNOWN_BOUNDS: Mapping[str, Mapping[str, str]] = {
     "2.4": {"diffusers": "diffusers<0.36", "transformers": "transformers<5"},
 }
@@ -294,8 +295,8 @@ def classify(
     first, so a stray warning in the log cannot override what the traceback says. ``facts`` is
     what the run gathered (``versions`` by distribution, ``torch``, ``torch_cuda``, ``driver``,
     ``cc``, ``arch_list``, ``built_for_torch``, ``module_dists``, ``sys_path``). Recorded
-    strings from real failures (FACTS 3) are its tests. ``summary`` is the one-line error kept
-    in the Failure (default: the last exception line of ``error_text``).
+    strings from real failures (``docs/evidence.md#E-naive-resolve``) are its tests. ``summary``
+    is the one-line error kept in the Failure (default: the last exception line of ``error_text``).
     """
     facts = facts or {}
     spec = _SPECS.get(check)
@@ -538,8 +539,9 @@ def _run_one(python: str, script: Path, name: str, gpu: bool | None, timeout: fl
     cmd = [python, str(script), name, *flag]
     start = time.perf_counter()
     try:
-        # A new session so a timeout kills the whole process group (any workers it started).
-        proc = subprocess.Popen(
+        # Its own session, so a timeout or a signal kills the whole process group (any workers
+        # it started); it dies with sdenv even on a SIGKILL.
+        proc = _cleanup.spawn(
             cmd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -547,19 +549,19 @@ def _run_one(python: str, script: Path, name: str, gpu: bool | None, timeout: fl
             errors="replace",
             cwd=script.parent,
             env=_child_env(),
-            start_new_session=True,
         )
     except OSError as exc:
         raise SmokeError(f"--python {python}: cannot run it ({exc.strerror or exc})") from exc
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        _cleanup.release(proc, kill=True)
         stdout, stderr = proc.communicate()
         seconds = time.perf_counter() - start
         what = f"timed out after {timeout:g} s"
         return _Raw("fail", what, what, {}, seconds, stderr[-LOG_TAIL:])
+    finally:
+        _cleanup.release(proc, kill=True)
     seconds = time.perf_counter() - start
     log = stderr[-LOG_TAIL:]
     for line in reversed(stdout.splitlines()):
@@ -605,6 +607,8 @@ def _resolve_python(python: Path | str | None) -> str:
     path = Path(found or python)
     if not path.exists():
         raise SmokeError(f"--python {python}: no such interpreter; pass a venv's bin/python")
+    if path.is_dir():
+        raise SmokeError(f"--python {python}: is a directory; pass a venv's bin/python")
     # Absolute (checks run in a temp dir) but not resolved: a venv's python is a symlink whose
     # target would run outside the venv.
     return os.path.abspath(path)
@@ -627,9 +631,9 @@ def run_smoke(
     started = time.perf_counter()
     exe = _resolve_python(python)
     selected = _select(checks)
-    with tempfile.TemporaryDirectory(prefix="sdenv-smoke-") as tmp:
+    with throwaway_dir("sdenv-smoke-") as tmp:
         # A private copy: the script's directory lands first on sys.path and must shadow nothing.
-        script = Path(tmp) / TARGET_SCRIPT.name
+        script = tmp / TARGET_SCRIPT.name
         shutil.copyfile(TARGET_SCRIPT, script)
         env = _run_env(exe, script, gpu, timeout)
         facts: dict[str, Any] = dict(env)
@@ -654,7 +658,14 @@ def run_smoke(
 
 def _run_env(exe: str, script: Path, gpu: bool | None, timeout: float) -> dict[str, Any]:
     """The stdlib-only ``env`` probe: proves the interpreter runs and gathers versions."""
-    raw = _run_one(exe, script, "env", gpu, min(timeout, 60.0))
+    limit = min(timeout, 60.0)
+    raw = _run_one(exe, script, "env", gpu, limit)
+    if raw.status != "pass" and raw.detail.startswith("timed out"):
+        # The interpreter did not fail: it was not given time to start (--timeout too small).
+        raise SmokeError(
+            f"--timeout {timeout:g}: the interpreter check of {exe} timed out after {limit:g} s "
+            "before it could answer; give each check more time (e.g. --timeout 180)"
+        )
     if raw.status != "pass":
         first = (raw.log.strip().splitlines() or [raw.detail])[-1]
         raise SmokeError(f"--python {exe}: not a working Python interpreter ({first})")

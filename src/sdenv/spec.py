@@ -37,6 +37,7 @@ CUDA_VARIANTS: Mapping[str, tuple[int, int]] = {
     "cu128": (12, 8),
     "cu129": (12, 9),
     "cu130": (13, 0),
+    "cu132": (13, 2),
 }
 
 # sdenv platform name -> uv's --python-platform (manylinux_2_28 is what torch >= 2.4 wheels need).
@@ -149,6 +150,18 @@ def load_spec(name_or_path: str | Path, envs_dir: Path = DEFAULT_ENVS_DIR) -> En
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: invalid TOML: {exc}; fix the syntax at that line") from exc
     return parse_spec(data, path, hashlib.sha256(raw).hexdigest())
+
+
+def load_specs(envs_dir: Path = DEFAULT_ENVS_DIR) -> tuple[list[EnvSpec], list[SpecError]]:
+    """Every spec in ``envs_dir`` (none if it is absent), and the ones that failed to load."""
+    specs: list[EnvSpec] = []
+    errors: list[SpecError] = []
+    for path in sorted(envs_dir.glob("*.toml")) if envs_dir.is_dir() else []:
+        try:
+            specs.append(load_spec(path, envs_dir))
+        except SpecError as exc:  # one broken spec must not hide the others
+            errors.append(exc)
+    return specs, errors
 
 
 def parse_spec(data: Mapping[str, Any], path: Path, sha256: str) -> EnvSpec:

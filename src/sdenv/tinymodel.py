@@ -8,7 +8,8 @@ on a small built-in corpus with the ``tokenizers`` library (a CLIP-style byte-le
 ``</w>`` word ends, a T5-style unigram model), the weights are seeded random.
 
 Every linear layer of the transformer has in/out features that are multiples of 16, so torchao's
-FP8 kernels (``torch._scaled_mm`` needs that, FACTS 7) can take all of them.
+FP8 kernels can take all of them (``torch._scaled_mm`` needs that:
+``docs/evidence.md#E-scaled-mm``).
 
 Only the standard library at module level: torch, diffusers, transformers and tokenizers are
 imported inside the functions (CLI discovery imports this module's importers).

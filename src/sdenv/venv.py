@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from sdenv import _cleanup
 from sdenv.errors import SdenvError
 
 
@@ -37,7 +38,7 @@ def uv_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def _python_version(exe: Path) -> str | None:
     try:
-        proc = subprocess.run(
+        proc = _cleanup.run(
             [str(exe), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
             capture_output=True,
             text=True,
@@ -68,15 +69,13 @@ def find_python(version: str) -> Path | None:
 
 
 def run_uv(args: Sequence[str], *, env: Mapping[str, str] | None = None) -> str:
-    proc = subprocess.run(
-        [uv_bin(), *args], capture_output=True, text=True, env=uv_env(env), check=False
-    )
+    proc = _cleanup.run([uv_bin(), *args], capture_output=True, text=True, env=uv_env(env))
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-12:]
         raise VenvError(
             f"uv {args[0]} {args[1] if len(args) > 1 else ''} failed: " + " | ".join(tail)
         )
-    return proc.stdout
+    return str(proc.stdout)
 
 
 def create_venv(dest: Path, python: str | Path) -> Path:

@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import re
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sdenv import _cleanup
+from sdenv._cleanup import throwaway_dir
 from sdenv._json import to_jsonable
-from sdenv.errors import SdenvError
+from sdenv.errors import SdenvError, UsageError
 from sdenv.lockfile import DEFAULT_LOCK_DIR
 
 # For Python 3.11 this is lockfiles/sd35-fp8-cu121-py3.11-linux_x86_64.txt.
@@ -48,8 +51,9 @@ PARTS = ("probe", "drift", "smoke", "model")
 NO_TORCH = "torch is not installed: the model check cannot run"
 
 
-class VerifyError(SdenvError):
-    """verify could not start (the target interpreter does not run)."""
+class VerifyError(UsageError):
+    """verify could not start: bad input (an interpreter that does not run, a bad lock or model
+    path). Raised before any slow part starts."""
 
 
 @dataclass
@@ -79,6 +83,8 @@ class VerifyResult:
     parts: list[Part]
     seconds: float
     failed: list[str] = field(default_factory=list)  # "part: reason" for every failing reason
+    fp8_promise: str | None = None  # the lock's env fp8: native | emulated | auto (None: no lock)
+    advisory: str | None = None  # e.g. emulated here although the GPU runs native: which env does
 
     def part(self, name: str) -> Part:
         return next(p for p in self.parts if p.name == name)
@@ -119,16 +125,15 @@ def _target_env() -> dict[str, str]:
 
 def _run_target(python: str, args: list[str], timeout: float) -> tuple[int | None, str, str]:
     # cwd: an empty directory, so nothing in the caller's cwd shadows a module in the target.
-    with tempfile.TemporaryDirectory(prefix="sdenv-verify-") as cwd:
+    with throwaway_dir("sdenv-verify-") as cwd:
         try:
-            proc = subprocess.run(
+            proc = _cleanup.run(
                 [python, *args],
                 capture_output=True,
                 text=True,
                 timeout=timeout,
                 env=_target_env(),
                 cwd=cwd,
-                check=False,
             )
         except subprocess.TimeoutExpired as exc:
             out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
@@ -146,28 +151,60 @@ def _last_line(text: str) -> str:
 # --------------------------------------------------------------------------- parts
 
 
+# The target collects facts (its torch, its torchao, its GPUs); the host decides, with the env
+# specs it has, so the advisory can name the env that runs native FP8 on this box.
 _PROBE_SNIPPET = (
-    "import json; from sdenv.probe import probe; from sdenv._json import to_jsonable; "
-    "print(json.dumps(to_jsonable(probe(with_torch=True))))"
+    "import dataclasses, json; from sdenv.probe import collect_facts; "
+    "print(json.dumps(dataclasses.asdict(collect_facts(with_torch=True))))"
 )
 
 
-def probe_part(python: str | None) -> tuple[Part, dict[str, Any]]:
+def fp8_promise(promise: str | None, report: dict[str, Any]) -> tuple[bool, str | None]:
+    """Pure: does this box keep the env's FP8 promise? (ok, a line to show, or None).
+
+    ``native``: where the hardware runs FP8 native, this env must too. ``emulated``: passes,
+    with the advisory naming the native env where the hardware could do more. ``auto`` (or no
+    lock): the best the env can run; never a failure by itself.
+    """
+    hardware = report.get("fp8_hardware_mode")
+    mode = report.get("fp8_mode")
+    if promise == "native" and hardware == "native" and mode != "native":
+        return False, (
+            f"the env promises native FP8 and this GPU runs it, but the env runs {mode}: "
+            f"{report.get('fp8_mode_reason')}"
+        )
+    return True, report.get("fp8_advisory")
+
+
+def probe_part(
+    python: str | None, envs: Sequence[Any] = (), promise: str | None = None
+) -> tuple[Part, dict[str, Any]]:
+    from sdenv.decide import MachineFacts, decide
+    from sdenv.probe import collect_facts
+
     t0 = time.perf_counter()
     if python is None:
-        from sdenv.probe import probe
-
-        report: dict[str, Any] = to_jsonable(probe(with_torch=True))
+        facts = collect_facts(with_torch=True)
     else:
         rc, out, errtext = _run_target(python, ["-c", _PROBE_SNIPPET], 120.0)
-        if rc != 0:
-            return Part(
-                "probe", "fail", reasons=[f"probe failed in {python}: {_last_line(errtext)}"]
-            ), {}
-        report = json.loads(_last_line(out))
+        try:
+            loaded: Any = json.loads(_last_line(out)) if rc == 0 else None
+        except ValueError:
+            loaded = None
+        if not isinstance(loaded, dict):
+            why = _last_line(errtext) if rc != 0 else f"no JSON report ({_last_line(out)})"
+            return Part("probe", "fail", reasons=[f"probe failed in {python}: {why}"]), {}
+        try:
+            facts = MachineFacts.from_dict(loaded, f"probe facts from {python}")
+        except ValueError as exc:
+            return Part("probe", "fail", reasons=[f"probe failed in {python}: {exc}"]), {}
+    report: dict[str, Any] = to_jsonable(decide(facts, envs))
     seconds = time.perf_counter() - t0
     checks = report.get("checks", [])
     fails = [f"{c['name']}: {c['reason']}" for c in checks if c.get("status") == "fail"]
+    kept, fp8_line = fp8_promise(promise, report)
+    if not kept and fp8_line:
+        fails.append(f"fp8: {fp8_line}")
     gpus = report.get("gpus", [])
     detail = {
         "fp8_mode": report.get("fp8_mode"),
@@ -177,6 +214,10 @@ def probe_part(python: str | None) -> tuple[Part, dict[str, Any]]:
             for g in gpus
         ],
         "warnings": [f"{c['name']}: {c['reason']}" for c in checks if c.get("status") == "warn"],
+        "fp8_promise": promise,
+        "fp8_hardware_mode": report.get("fp8_hardware_mode"),
+        "native_env": report.get("native_env"),
+        "advisory": fp8_line if kept else None,
     }
     if fails:
         return Part("probe", "fail", reasons=fails, seconds=seconds, detail=detail), report
@@ -184,14 +225,15 @@ def probe_part(python: str | None) -> tuple[Part, dict[str, Any]]:
         reason = f"no NVIDIA GPU: {report.get('fp8_mode_reason', 'GPU checks not run')}"
         return Part("probe", "skip", reasons=[reason], seconds=seconds, detail=detail), report
     note = f"fp8 {report.get('fp8_mode')}: {report.get('fp8_mode_reason')}"
-    return Part("probe", "pass", reasons=[note], seconds=seconds, detail=detail), report
+    notes = [note] + ([f"advisory: {fp8_line}"] if fp8_line and fp8_line not in note else [])
+    return Part("probe", "pass", reasons=notes, seconds=seconds, detail=detail), report
 
 
 def drift_part(python: str | None, lock_path: Path | None, *, check_files: bool = True) -> Part:
     if lock_path is None:
         return Part("drift", "skip", required=False, reasons=["no lock given (--no-lock)"])
     from sdenv.drift import check_drift
-    from sdenv.lockfile import read_lockfile
+    from sdenv.lockfile import header_platform, read_lockfile
 
     t0 = time.perf_counter()
     lock = read_lockfile(lock_path)  # a missing/bad lock is a usage error: raised, exit 2
@@ -206,6 +248,9 @@ def drift_part(python: str | None, lock_path: Path | None, *, check_files: bool 
     want_py = lock.get("python")
     if want_py and inv_py and not inv_py.startswith(want_py + ".") and inv_py != want_py:
         reasons.insert(0, f"lock is for Python {want_py}, this interpreter is {inv_py}")
+    want_platform, here = header_platform(lock), _target_platform(python)
+    if want_platform is not None and want_platform != here:
+        reasons.insert(0, f"lock is for platform {want_platform}, this interpreter runs on {here}")
     if reasons:
         return Part("drift", "fail", reasons=reasons, seconds=seconds, detail=detail)
     note = f"{len(lock.pins)} pins match, {report.checked_files} files match their RECORD"
@@ -218,7 +263,50 @@ def _python_version(python: str | None) -> str | None:
     rc, out, _ = _run_target(
         python, ["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"], 30.0
     )
+    version = out.strip()
+    # Anything that exits 0 (/bin/true) is not an interpreter: it must print its version.
+    return version if rc == 0 and re.fullmatch(r"\d+\.\d+\.\d+", version) else None
+
+
+def _target_platform(python: str | None) -> str | None:
+    """``linux_x86_64``: the lock header's platform naming, for the target interpreter."""
+    snippet = "import platform, sys; print(sys.platform + '_' + platform.machine())"
+    if python is None:
+        return f"{sys.platform}_{platform.machine()}"
+    rc, out, _ = _run_target(python, ["-c", snippet], 30.0)
     return out.strip() if rc == 0 else None
+
+
+def check_inputs(
+    python: str | None, lock: Path | None, no_lock: bool, model: Path | None
+) -> Path | None:
+    """Every input checked before any slow part starts (well under a second): the interpreter
+    runs and is a Python, the lock parses, the model path is a directory. Returns the lock's
+    path (the default lock of the interpreter's Python unless given or ``no_lock``)."""
+    from sdenv._fs import require_file_arg
+    from sdenv.lockfile import read_lockfile
+
+    fix = "pass a venv's bin/python"
+    if python is not None:
+        require_file_arg(Path(python), "--python", "interpreter", fix)
+        if not os.access(python, os.X_OK):
+            raise VerifyError(f"--python {python}: not executable; {fix}")
+    version = _python_version(python)
+    if version is None:
+        raise VerifyError(f"--python {python}: not a working Python interpreter; {fix}")
+    if no_lock:
+        lock = None
+    elif lock is None:
+        lock = default_lock(version)
+    if lock is not None:
+        read_lockfile(lock)  # a malformed lock fails now, not after the smoke and model runs
+    if model is not None and not model.is_dir():
+        what = "is a file, not a model directory" if model.exists() else "no such model directory"
+        raise VerifyError(
+            f"--model {model}: {what}; pass a local diffusers-format SD3.5 directory "
+            "(the one holding model_index.json)"
+        )
+    return lock
 
 
 def smoke_part(python: str | None, *, gpu: bool | None, timeout: float) -> Part:
@@ -328,22 +416,17 @@ def verify(
     smoke_timeout: float = 180.0,
     model_timeout: float = 600.0,
     on_part: Callable[[Part], None] | None = None,
+    envs: Sequence[Any] = (),
+    on_start: Callable[[str], None] | None = None,
 ) -> VerifyResult:
     """Probe, then drift, smoke and model check concurrently; one result with every reason."""
     t0 = time.perf_counter()
     target = str(python) if python is not None else None
-    if lock is None and not no_lock:
-        version = _python_version(target)
-        if version is None:
-            raise VerifyError(f"{target}: cannot run this interpreter; pass a venv's bin/python")
-        lock = default_lock(version)
-    if no_lock:
-        lock = None
-    if lock is not None and not lock.is_file():
-        from sdenv.lockfile import read_lockfile
-
-        read_lockfile(lock)  # raises the one-line "no such lockfile; create it with ..." error
+    lock = check_inputs(target, lock, no_lock, model)
     exe = target or sys.executable
+    promise = _lock_promise(lock, envs)
+    if on_start:
+        on_start(exe)
 
     def guarded(name: str, fn: Callable[[], Part]) -> Part:
         start = time.perf_counter()
@@ -368,7 +451,7 @@ def verify(
         smoke_f = pool.submit(
             guarded, "smoke", lambda: smoke_part(target, gpu=gpu, timeout=smoke_timeout)
         )
-        probe, probe_report = probe_part(target)
+        probe, probe_report = probe_part(target, envs, promise)
         if on_part:
             on_part(probe)
         mode, why = model_mode(probe_report)
@@ -388,4 +471,20 @@ def verify(
         parts=parts,
         seconds=round(time.perf_counter() - t0, 3),
         failed=failed,
+        fp8_promise=promise,
+        advisory=probe.detail.get("advisory"),
     )
+
+
+def _lock_promise(lock: Path | None, envs: Sequence[Any]) -> str | None:
+    """The env's fp8 promise: the lock header's, else its env spec's (locks made before it)."""
+    if lock is None:
+        return None
+    from sdenv.lockfile import read_lockfile
+
+    header = read_lockfile(lock)
+    promise = header.get("fp8")
+    if promise is None:
+        name = header.get("env")
+        promise = next((str(e.fp8) for e in envs if e.name == name), None)
+    return promise

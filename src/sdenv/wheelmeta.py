@@ -1,9 +1,10 @@
 """What a wheel says about itself, read from the index without installing or downloading it.
 
 The indexes here serve no PEP 658 ``.whl.metadata`` files but do answer HTTP range requests
-(../shared/FACTS.md section 4), so one member of a wheel (``xformers/cpp_lib.json``) is read with a
-few ranged GETs through ``remotezip``. Results are cached by the wheel's sha256, which the index
-gives and the lock pins: the same hash means the same bytes, so the cache never goes stale.
+(``docs/evidence.md#E-index-range-requests``), so one member of a wheel
+(``xformers/cpp_lib.json``) is read with a few ranged GETs through ``remotezip``. Results are
+cached by the wheel's sha256, which the index gives and the lock pins: the same hash means the
+same bytes, so the cache never goes stale.
 """
 
 from __future__ import annotations
@@ -91,12 +92,18 @@ def _get(url: str, accept: str = "text/html") -> bytes:
         ) from exc
 
 
-def list_files(index_url: str, name: str) -> list[IndexFile]:
-    """Every file a PEP 503 simple index lists for project ``name``."""
+def list_files(index_url: str, name: str, *, strict: bool = False) -> list[IndexFile]:
+    """Every file a PEP 503 simple index lists for project ``name``.
+
+    An unreadable page means no files, unless ``strict``: then it raises, for callers that must
+    not mistake an unreachable index for an empty one.
+    """
     page = f"{index_url.rstrip('/')}/{canonicalize_name(name)}/"
     try:
         html = _get(page).decode("utf-8", "replace")
     except WheelMetaError:
+        if strict:
+            raise
         return []
     parser = _Anchors()
     parser.feed(html)

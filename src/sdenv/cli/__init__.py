@@ -14,7 +14,8 @@ import sys
 from collections.abc import Sequence
 
 from sdenv import __version__
-from sdenv.cli._output import error_line
+from sdenv._cleanup import Interrupted, handle_signals, reap_stale
+from sdenv.cli._output import error_line, fit_pipes
 from sdenv.errors import SdenvError
 
 
@@ -35,13 +36,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # What a SIGKILLed run left behind (its throwaway dirs) goes before this run makes its own.
+    reap_stale()
+    fit_pipes()
     try:
-        code: int = args.func(args)
+        with handle_signals():
+            code: int = args.func(args)
     except SdenvError as exc:
         error_line(str(exc))
         return exc.exit_code
-    except KeyboardInterrupt:
-        error_line("interrupted")
+    except Interrupted as exc:
+        error_line(f"{exc}: stopped child processes and removed temp dirs")
+        return exc.exit_code
+    except KeyboardInterrupt:  # SIGINT outside the handler (a test calling main in a thread)
+        error_line("interrupted by SIGINT")
         return 130
     return code
 

@@ -6,12 +6,11 @@ import argparse
 from pathlib import Path
 
 from rich.markup import escape
-from rich.table import Table
 
 from sdenv import audit as core
 from sdenv.cli._args import add_lock_selection
-from sdenv.cli._output import err, out, print_json, status_style, styled
-from sdenv.errors import UsageError
+from sdenv.cli._output import err, out, print_json, status_style, styled, table
+from sdenv.errors import SdenvError, UsageError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,6 +56,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.json:
+        return _run(args)
+    # --json: stdout always holds one JSON object, also when the audit cannot run (a usage
+    # error, an unreachable service); the one-line error still goes to stderr.
+    try:
+        return _run(args)
+    except SdenvError as exc:
+        print_json({"report": None, "error": str(exc), "exit_code": exc.exit_code})
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.timeout <= 0:
         raise UsageError(f"--timeout {args.timeout}: must be a positive number of seconds")
     targets = core.lockfiles_for(args.envs, args.lock, args.lock_dir, args.envs_dir)
@@ -73,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         ignores=ignores,
         fix=args.fix,
         timeout=args.timeout,
+        lock_dir=args.lock_dir,
+        envs_dir=args.envs_dir,
     )
     plan = core.FixPlan()
     if args.fix and report.fixes:
@@ -95,9 +108,11 @@ def _render(report: core.AuditReport, plan: core.FixPlan) -> None:
             highlight=False,
         )
     if report.findings:
-        table = Table(title="Vulnerabilities", title_justify="left")
-        for col in ("package", "version", "advisory", "fixed in", "locks", "status"):
-            table.add_column(col)
+        vulns = table(
+            ("package", "version", "advisory", "fixed in", "locks", "status"),
+            title="Vulnerabilities",
+            title_justify="left",
+        )
         for f in report.findings:
             status = "ignored" if f.ignored else "vulnerable"
             note = (
@@ -109,7 +124,7 @@ def _render(report: core.AuditReport, plan: core.FixPlan) -> None:
             if f.audited_version != f.version:
                 version += f" (as {f.audited_version})"
             advisory = f.id + (f" ({', '.join(f.aliases)})" if f.aliases else "")
-            table.add_row(
+            vulns.add_row(
                 f.package,
                 version,
                 advisory,
@@ -118,26 +133,39 @@ def _render(report: core.AuditReport, plan: core.FixPlan) -> None:
                 note,
                 style=status_style("warn" if f.ignored else "fail"),
             )
-        out.print(table)
+        out.print(vulns)
+    if report.not_fixable_here:
+        stuck = table(
+            ("package", "advisory", "why no fix fits this env"),
+            title="Cannot be fixed inside the env (its CUDA line or a known incompatibility)",
+            title_justify="left",
+        )
+        for f in report.not_fixable_here:
+            stuck.add_row(f.package, f.id, escape(f.not_fixable_here), style=status_style("fail"))
+        out.print(stuck)
     if report.unaudited:
-        table = Table(title="Not audited (not counted as clean)", title_justify="left")
-        for col in ("package", "version", "reason", "locks"):
-            table.add_column(col)
+        missed = table(
+            ("package", "version", "reason", "locks"),
+            title="Not audited (not counted as clean)",
+            title_justify="left",
+        )
         for u in report.unaudited:
-            table.add_row(
+            missed.add_row(
                 u.package, u.version, escape(u.reason), "\n".join(u.locks), style="yellow"
             )
-        out.print(table)
+        out.print(missed)
     if report.fixes:
-        table = Table(title="Proposed fixes", title_justify="left")
-        for col in ("package", "from", "to", "clears", "env", "spec", "re-lock (dry run)"):
-            table.add_column(col)
+        fixes = table(
+            ("package", "from", "to", "clears", "env", "spec", "re-lock (dry run)"),
+            title="Proposed fixes",
+            title_justify="left",
+        )
         for p in report.fixes:
             rows: list[core.FixCheck | None] = [
                 c for c in plan.checks if (c.package, c.version) == (p.package, p.version)
             ]
             for c in rows or [None]:
-                table.add_row(
+                fixes.add_row(
                     p.package,
                     p.version,
                     p.proposed or f"no fix: {escape(p.note)}",
@@ -146,7 +174,7 @@ def _render(report: core.AuditReport, plan: core.FixPlan) -> None:
                     _cell(c.spec_status, c.spec_note) if c else "-",
                     _cell(c.lock_status, c.lock_note) if c else "-",
                 )
-        out.print(table)
+        out.print(fixes)
         for s in plan.sets:
             if s.command:
                 out.print(f"apply with: {s.command}", highlight=False, markup=False)

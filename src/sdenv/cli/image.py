@@ -12,7 +12,7 @@ from rich.table import Table
 
 from sdenv import image as core
 from sdenv.cli._args import add_dirs
-from sdenv.cli._output import err, out, print_json, styled
+from sdenv.cli._output import out, print_json, progress, styled
 from sdenv.errors import UsageError
 from sdenv.spec import DEFAULT_ENV
 
@@ -129,11 +129,7 @@ def _progress(quiet: bool) -> Iterator[Callable[[str], None] | None]:
     if quiet:
         yield None
         return
-    with err.status("building…") as status:
-
-        def on_step(line: str) -> None:
-            status.update(line[:110])
-
+    with progress("building…") as on_step:
         yield on_step
 
 
@@ -163,6 +159,14 @@ def run_base(args: argparse.Namespace) -> int:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from sdenv._fs import require_dir_arg, require_file_arg
+
+    require_dir_arg(args.out_dir, "--out-dir")
+    if args.lock is not None:
+        from sdenv.lockfile import read_lockfile
+
+        require_file_arg(args.lock, "--lock", "lockfile", "pass a lockfile made by `sdenv lock`")
+        read_lockfile(args.lock)  # binary or malformed: one line now, before the engine starts
     req = core.BuildRequest(
         env=args.env,
         python=args.python,

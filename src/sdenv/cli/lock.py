@@ -46,9 +46,12 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sdenv import lock as core
-    from sdenv.cli._output import err
+    from sdenv._fs import require_dir_arg
+    from sdenv.cli._output import progress
+    from sdenv.errors import UsageError
     from sdenv.spec import load_spec
 
+    require_dir_arg(args.lock_dir, "--lock-dir")
     names = args.envs or [DEFAULT_ENV]
     # Every spec is validated before anything runs: a bad one writes nothing at all.
     specs = [load_spec(n, args.envs_dir) for n in names]
@@ -60,8 +63,22 @@ def run(args: argparse.Namespace) -> int:
             rules = tuple(parse_rules(args.rules.read_text(encoding="utf-8"), str(args.rules)))
         except OSError as exc:
             raise RulesError(f"{args.rules}: cannot read the rules file ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise RulesError(f"{args.rules}: binary data, not a TOML rules file") from None
+    # Which targets, per spec, decided before anything runs: checking or locking nothing is a
+    # usage error, never an empty pass.
+    planned = []
+    for spec in specs:
+        targets = [t for t in spec.targets if not args.python or t.python in args.python]
+        if not targets:
+            have = ", ".join(t.python for t in spec.targets)
+            raise UsageError(
+                f"--python {' '.join(args.python)}: {spec.name} has no target for it (its "
+                f"Pythons: {have}); pick one of those or add it to {spec.path}"
+            )
+        planned.append((spec, targets))
     results: list[core.TargetResult] = []
-    with err.status("locking") as status:
+    with progress("checking locks" if args.check else "locking") as status:
         opts = core.LockOptions(
             lock_dir=args.lock_dir,
             resolver=args.resolver,
@@ -71,36 +88,73 @@ def run(args: argparse.Namespace) -> int:
             upgrade_packages=tuple(args.upgrade_package),
             rules=rules,
             rules_source=str(args.rules) if args.rules is not None else None,
-            progress=lambda msg: status.update(msg),
+            progress=status,
         )
-        for spec in specs:
-            targets = [t for t in spec.targets if not args.python or t.python in args.python]
+        for spec, targets in planned:
             if args.check:
                 results += [core.check_target(spec, t, opts) for t in targets]
             else:
                 with core.env_file_lock(opts.lock_dir, spec.name):
                     results += [core.lock_target(spec, t, opts) for t in targets]
+        coverage = _torch_coverage(specs, args.envs_dir, status) if args.check else None
     if args.json:
         from sdenv.cli._output import print_json
 
-        print_json({"ok": all(r.ok for r in results), "targets": results})
+        doc: dict[str, Any] = {"ok": all(r.ok for r in results), "targets": results}
+        if coverage is not None:
+            doc["uncovered_torch"] = [u for c in coverage for u in c.uncovered]
+            doc["torch_index_errors"] = [c.error for c in coverage if c.error]
+        print_json(doc)
     else:
         _render(results, check=args.check)
+        if coverage is not None:
+            _render_coverage(coverage)
+    # A torch release no env covers is a warning: the committed locks are still what they say.
     return 0 if all(r.ok for r in results) else 1
 
 
+def _torch_coverage(specs: list[Any], envs_dir: Path, status: Any) -> list[Any]:
+    from sdenv.spec import load_specs
+    from sdenv.torch_releases import check_specs
+
+    status.update("listing torch releases on the index")
+    shipped, _broken = load_specs(envs_dir)  # a broken spec elsewhere is not this check's error
+    return check_specs(specs, shipped)
+
+
+def _render_coverage(coverage: list[Any]) -> None:
+    from rich.markup import escape
+
+    from sdenv.cli._output import err
+
+    for c in coverage:
+        if c.error:
+            err.print(
+                f"[yellow]warning:[/] torch releases not checked: {escape(c.error)}", soft_wrap=True
+            )
+        if not c.uncovered:
+            continue
+        err.print(
+            f"[yellow]warning:[/] {len(c.uncovered)} torch release(s) on {escape(c.index)} that "
+            "no shipped env covers:",
+            soft_wrap=True,
+        )
+        for u in c.uncovered:
+            err.print(f"  {u.reason}", markup=False, highlight=False, soft_wrap=True)
+
+
 def _render(results: list[Any], *, check: bool) -> None:
-    from rich.table import Table
     from rich.text import Text
 
-    from sdenv.cli._output import error_line, out, status_style
+    from sdenv.cli._output import error_line, out, status_style, table
 
-    table = Table(title="sdenv lock --check" if check else "sdenv lock")
-    for col in ("target", "status", "proof", "resolver", "pins", "lockfile"):
-        table.add_column(col)
+    t = table(
+        ("target", "status", "proof", "resolver", "pins", "lockfile"),
+        title="sdenv lock --check" if check else "sdenv lock",
+    )
     for r in results:
         proof = r.proof.status if not check else "-"
-        table.add_row(
+        t.add_row(
             r.target.slug,
             Text(r.status, style=status_style(_style(r.status))),
             Text(proof, style=status_style(_style(proof))),
@@ -108,12 +162,10 @@ def _render(results: list[Any], *, check: bool) -> None:
             str(len(r.pins)),
             str(r.path),
         )
-    out.print(table)
+    out.print(t)
     for r in results:
         if r.changes:
-            changes = Table(title=f"{r.target.slug}: changes")
-            for col in ("package", "old", "new"):
-                changes.add_column(col)
+            changes = table(("package", "old", "new"), title=f"{r.target.slug}: changes")
             for name, old, new in r.changes:
                 changes.add_row(name, old or "-", new or "-")
             out.print(changes)

@@ -46,16 +46,13 @@ def register(subparsers: Any) -> None:
 
 
 def _load_envs(args: argparse.Namespace) -> list[Any]:
-    from sdenv.spec import SpecError, load_spec
+    from sdenv.spec import load_spec, load_specs
 
     if args.env:
         return [load_spec(name, args.envs_dir) for name in args.env]
-    specs = []
-    for path in sorted(args.envs_dir.glob("*.toml")) if args.envs_dir.is_dir() else []:
-        try:
-            specs.append(load_spec(path, args.envs_dir))
-        except SpecError as exc:  # one broken spec must not hide the box's facts
-            err.print(f"[yellow]skipped env:[/] {exc}", markup=True, highlight=False)
+    specs, errors = load_specs(args.envs_dir)
+    for exc in errors:
+        err.print(f"[yellow]skipped env:[/] {exc}", markup=True, highlight=False)
     return specs
 
 
@@ -66,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
             facts = MachineFacts.from_json(args.facts.read_text(encoding="utf-8"), str(args.facts))
         except OSError as exc:
             raise UsageError(f"{args.facts}: cannot read: {exc.strerror}; check the path") from exc
+        except UnicodeDecodeError:
+            raise UsageError(
+                f"{args.facts}: binary data, not a JSON fact set; record one with "
+                "`sdenv probe --save-facts FILE`"
+            ) from None
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
     else:
@@ -101,7 +103,7 @@ def render(report: ProbeReport) -> None:
     )
     if report.gpus:
         t = Table(title="GPUs and FP8", title_justify="left")
-        for col in ("#", "GPU", "cc", "free / total MiB", "MIG", "FP8", "why"):
+        for col in ("#", "GPU", "cc", "free / total MiB", "MIG", "hardware", "stack", "FP8", "why"):
             t.add_column(col, overflow="fold")
         for g in report.gpus:
             t.add_row(
@@ -110,6 +112,8 @@ def render(report: ProbeReport) -> None:
                 g.cc or "?",
                 f"{g.memory_free_mib} / {g.memory_total_mib}",
                 g.mig_mode or "-",
+                styled(g.hardware.verdict) if g.hardware else "-",
+                styled(g.stack.verdict) if g.stack else "-",
                 styled(g.fp8.verdict),
                 g.fp8.reason,
             )
@@ -132,4 +136,6 @@ def render(report: ProbeReport) -> None:
             f"[bold]env:[/] {report.recommended_env or 'none'}  ({report.recommended_env_reason})"
         )
     out.print(f"[bold]FP8 mode:[/] {styled(report.fp8_mode)}  ({report.fp8_mode_reason})")
+    if report.fp8_advisory:
+        out.print(f"[yellow]advisory:[/] {report.fp8_advisory}", highlight=False)
     out.print(f"[bold]memory:[/] {report.memory.advice}")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from sdenv.cli._args import add_dirs
 from sdenv.cli._output import err, out, print_json, styled
 
 
@@ -58,10 +59,12 @@ def register(subparsers: Any) -> None:
     gpu.add_argument(
         "--no-gpu", dest="gpu", action="store_const", const=False, help="smoke: CPU only"
     )
+    add_dirs(p, locks=False)  # the specs name the env that runs native FP8 on this box
     p.set_defaults(func=run, gpu=None)
 
 
 def run(args: argparse.Namespace) -> int:
+    from sdenv.spec import load_specs
     from sdenv.verify import Part, verify
 
     def progress(part: Part) -> None:
@@ -69,6 +72,15 @@ def run(args: argparse.Namespace) -> int:
             err.print(
                 f"  {part.name}: {styled(part.status)} ({part.seconds:.1f} s)",
                 highlight=False,
+            )
+
+    def start(python: str) -> None:
+        if not args.json:  # after the inputs passed: a usage error stays one line
+            err.print(
+                f"verifying {python}: probe, then drift, smoke and the model check "
+                "(each part is listed as it ends)",
+                highlight=False,
+                markup=False,
             )
 
     result = verify(
@@ -80,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         gpu=args.gpu,
         check_files=not args.no_hash,
         on_part=progress,
+        envs=load_specs(args.envs_dir)[0],
+        on_start=start,
     )
     if args.json:
         print_json(result)
@@ -89,14 +103,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render(result: Any) -> None:
-    from rich.table import Table
+    from sdenv.cli._output import table as new_table
 
-    table = Table(title=f"sdenv verify: {result.python}", title_justify="left")
-    table.add_column("part")
-    table.add_column("status")
-    table.add_column("required")
-    table.add_column("time", justify="right")
-    table.add_column("reasons")
+    table = new_table(
+        ("part", "status", "required", "time", "reasons"),
+        title=f"sdenv verify: {result.python}",
+        title_justify="left",
+    )
     for p in result.parts:
         reasons = list(p.reasons)
         table.add_row(
@@ -112,5 +125,7 @@ def render(result: Any) -> None:
         f"(fp8 mode {result.fp8_mode}, model ran {result.model_mode or 'not at all'}"
         f"{', skips fail' if result.fail_on_skip else ''})"
     )
+    if result.advisory:
+        out.print(f"[yellow]advisory:[/] {result.advisory}", highlight=False)
     for line in result.failed:
         out.print(f"  [bold red]x[/] {line}", highlight=False)
