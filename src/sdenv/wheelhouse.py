@@ -11,9 +11,7 @@ with no index and no network at all.
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from pathlib import Path
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
+from sdenv import _cleanup
 from sdenv._fs import write_atomic
 from sdenv.errors import SdenvError, UsageError
 from sdenv.lockfile import Lockfile, render_lockfile
@@ -78,8 +77,8 @@ def _sha256(path: Path) -> str:
 def _download(lock: Lockfile, target: Target, out: Path) -> None:
     python = target.python.replace(".", "")
     plats = [a for tag in platform_tags(target.uv_platform) for a in ("--platform", tag)]
-    with tempfile.TemporaryDirectory(prefix="sdenv-wheelhouse-") as tmp:
-        req = Path(tmp) / "lock.txt"
+    with _cleanup.throwaway_dir("sdenv-wheelhouse-") as tmp:
+        req = tmp / "lock.txt"
         req.write_text(render_lockfile(lock), encoding="utf-8")
         cmd = [
             *(sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check"),
@@ -89,7 +88,7 @@ def _download(lock: Lockfile, target: Target, out: Path) -> None:
             *index_args(lock.get_all("index")),
             *("--dest", str(out), "-r", str(req)),
         ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        proc = _cleanup.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-6:]
         raise WheelhouseError(f"pip download failed: {' | '.join(tail)}")
