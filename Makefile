@@ -6,6 +6,7 @@ NOX := $(BIN)/nox --no-install --no-venv
 # The SD3.5 runtime that the torch tests run in: this env's lock for .venv's Python, synced by
 # `sdenv sync` into .envs/<lock target> (a no-op in well under 3 s when it is already in sync).
 RUNTIME_ENV ?= sd35-fp8-cu121
+export RUNTIME_ENV
 export PATH := $(BIN):$(PATH)
 
 .PHONY: install test test-online lint types lock lock-check dev-lock image test-docker audit bench clean

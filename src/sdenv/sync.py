@@ -31,7 +31,6 @@ from pathlib import Path
 
 from sdenv.drift import DriftReport, check_drift
 from sdenv.errors import SdenvError, UsageError
-from sdenv.lock import host_python
 from sdenv.lockfile import DEFAULT_LOCK_DIR, Lockfile, render_lockfile
 from sdenv.pylock import read_any_lock
 from sdenv.spec import DEFAULT_ENV, DEFAULT_ENVS_DIR, Target, load_spec
@@ -98,6 +97,8 @@ def lock_for_env(
     ``this_machine=False`` (a wheelhouse for another box): the spec's first platform when this
     machine's is not among them.
     """
+    from sdenv.lock import host_python  # the resolver's imports: not on the no-op path
+
     spec = load_spec(auto_env(envs_dir) if env == AUTO else env, envs_dir)
     py = python or host_python()
     plat = this_platform()
@@ -219,8 +220,15 @@ def sync(
         raise UsageError(f"{lock_path}: no '# index:' header; pass --wheelhouse DIR")
     source = f"wheelhouse {wheelhouse}" if wheelhouse is not None else ", ".join(indexes)
     digest = lock_sha256(lock)
-    venv.parent.mkdir(parents=True, exist_ok=True)
     exe = venv / "bin" / "python"
+
+    def stamped() -> bool:
+        return _read_stamp(venv).get("lock_sha256") == digest and exe.exists()
+
+    # The interpreter is looked for (a subprocess) only when something is to be built, and before
+    # anything is made.
+    interpreter = None if stamped() else _interpreter(version, lock_path)
+    venv.parent.mkdir(parents=True, exist_ok=True)
 
     def result(status: SyncStatus, drift: DriftReport) -> SyncResult:
         return SyncResult(
@@ -229,7 +237,7 @@ def sync(
         )  # fmt: skip
 
     with FileLock(str(venv.with_name(f".{venv.name}.lock")), timeout=3600):
-        if _read_stamp(venv).get("lock_sha256") == digest and exe.exists():
+        if stamped():
             # Versions only: hashing every file of a torch env would take the no-op past 3 s.
             try:
                 drift = check_drift(lock, exe, check_files=False)
@@ -238,15 +246,13 @@ def sync(
             if drift is not None and drift.ok:
                 return result(SyncStatus.UNCHANGED, drift)
             progress(f"{venv}: drifted from its lock; rebuilding it")
-        interpreter = find_python(version)
-        if interpreter is None:
-            raise UsageError(
-                f"{lock_path}: locked for Python {version}, which is not on this machine; "
-                f"install Python {version}"
-            )
+        interpreter = interpreter or _interpreter(version, lock_path)
+        # What a killed sync left (its build, or the old venv mid-swap): no sync holds them now.
+        for kind in ("sync", "old"):
+            for leftover in venv.parent.glob(f".{venv.name}.{kind}-*"):
+                shutil.rmtree(leftover, ignore_errors=True)
         existed = venv.exists()
         build = venv.with_name(f".{venv.name}.sync-{os.getpid()}")
-        shutil.rmtree(build, ignore_errors=True)
         try:
             progress(f"{build}: creating a Python {version} venv")
             run_uv(["venv", "--quiet", "--relocatable", "--python", str(interpreter), str(build)])
@@ -277,6 +283,16 @@ def sync(
     # The drift report names the build directory's interpreter: name the venv's instead.
     drift = replace(drift, python=str(exe))
     return result(SyncStatus.REPLACED if existed else SyncStatus.CREATED, drift)
+
+
+def _interpreter(version: str, lock_path: Path) -> Path:
+    found = find_python(version)
+    if found is None:
+        raise UsageError(
+            f"{lock_path}: locked for Python {version}, which is not on this machine; "
+            f"install Python {version}"
+        )
+    return found
 
 
 def _kept(venv: Path, existed: bool) -> str:

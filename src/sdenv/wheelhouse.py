@@ -20,7 +20,6 @@ from pathlib import Path
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from sdenv import _cleanup
-from sdenv._cleanup import throwaway_dir
 from sdenv._fs import write_atomic
 from sdenv.errors import SdenvError, UsageError
 from sdenv.lockfile import Lockfile, render_lockfile
@@ -78,7 +77,7 @@ def _sha256(path: Path) -> str:
 def _download(lock: Lockfile, target: Target, out: Path) -> None:
     python = target.python.replace(".", "")
     plats = [a for tag in platform_tags(target.uv_platform) for a in ("--platform", tag)]
-    with throwaway_dir("sdenv-wheelhouse-") as tmp:
+    with _cleanup.throwaway_dir("sdenv-wheelhouse-") as tmp:
         req = tmp / "lock.txt"
         req.write_text(render_lockfile(lock), encoding="utf-8")
         cmd = [
