@@ -43,6 +43,7 @@ class Node:
     env: Mapping[str, str] = field(default_factory=dict)  # e.g. SDENV_FLEET_VENV for this node
     proc: subprocess.Popen[bytes] | None = None
     node_id: str = ""
+    marker: str = ""
 
     @property
     def resource(self) -> str:
@@ -59,12 +60,28 @@ class Cluster:
         return next(n for n in self.nodes if n.name == name)
 
     def kill(self, name: str) -> None:
-        """SIGKILL the node's whole process group: a machine that drops off the network."""
-        proc = self.node(name).proc
-        assert proc is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        """SIGKILL every process of the node, as when its machine dies: `ray start`, raylet,
+        workers (Ray may give them their own process groups) and what they started."""
+        node = self.node(name)
+        for pid in marked_pids(node.marker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        assert node.proc is not None
+        node.proc.wait(timeout=30)
+
+
+MARKER = "SDENV_TEST_RAY_NODE"
+
+
+def marked_pids(marker: str) -> list[int]:
+    """Processes that inherited ``MARKER=marker``: everything a test node started, at any depth."""
+    needle = f"{MARKER}={marker}".encode()
+    found = []
+    for env in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):
+            if needle in env.read_bytes().split(b"\0"):
+                found.append(int(env.parent.name))
+    return [pid for pid in found if pid != os.getpid()]
 
 
 def _ports(head: bool) -> list[str]:
@@ -97,10 +114,10 @@ def _env(extra: Mapping[str, str]) -> dict[str, str]:
 def _alive(address: str, want: int, timeout: float) -> dict[str, str]:
     """Wait until ``want`` nodes are alive; map each custom ``node_*`` resource to its node id."""
     probe = (
-        "import json, ray; ray.init(address=%r, log_to_driver=False); "
+        f"import json, ray; ray.init(address={address!r}, log_to_driver=False); "
         "print(json.dumps({k: n['NodeID'] for n in ray.nodes() if n['Alive'] "
         "for k in n['Resources'] if k.startswith('node_')}))"
-    ) % address
+    )
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
@@ -140,7 +157,7 @@ def _start(node: Node, where: list[str], log: Path, deadline: float) -> None:
                 [RAY, "start", *where, *common, *_ports("--head" in where)],
                 stdout=fh,
                 stderr=subprocess.STDOUT,
-                env=_env(node.env),
+                env=_env({**node.env, MARKER: node.marker}),
                 start_new_session=True,
             )
         _priority(node.proc.pid, BOOT_NICE)
@@ -164,6 +181,8 @@ def local_cluster(nodes: list[Node]) -> Iterator[Cluster]:
     port = free_port()
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
+    for node in nodes:
+        node.marker = f"{temp_dir.name}-{node.name}"
     try:
         for i, node in enumerate(nodes):
             head = ["--head", f"--port={port}", f"--temp-dir={temp_dir}"]
@@ -180,6 +199,10 @@ def local_cluster(nodes: list[Node]) -> Iterator[Cluster]:
     finally:
         for node in reversed(nodes):  # workers first, the head last
             _stop(node)
+        for node in nodes:  # anything a node's tasks left running (e.g. after a kill): by pid
+            for pid in marked_pids(node.marker):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

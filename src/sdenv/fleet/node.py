@@ -95,9 +95,29 @@ def run_sdenv(args: Sequence[str], deadline: float, cwd: Path) -> Step:
     return Step(proc.returncode, out, err, time.monotonic() - t0)
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc): smoke runs its checks in sessions of their own,
+    which a kill of the step's process group would miss and leave running."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def _kill_group(proc: subprocess.Popen[str]) -> None:
+    below = _descendants(proc.pid)  # before the kill: orphans are re-parented and lost to view
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
+    for pid in below:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _json(step: Step) -> dict[str, Any] | None:
@@ -192,9 +212,11 @@ def run_node(job: NodeJob) -> dict[str, Any]:
         payload["env"] = env
         if why:
             errors.append(why)
-        lock, why = _lock_for(job, env, python, tmp, deadline) if not errors else (None, None)
-        if why:
-            errors.append(why)
+        lock, no_lock_why = (
+            _lock_for(job, env, python, tmp, deadline) if not errors else (None, None)
+        )
+        if no_lock_why:
+            errors.append(no_lock_why)
         if job.sync and not errors:
             payload["sync"] = _sync(lock, venv, deadline, tmp)
         if not errors and (payload["sync"] or {}).get("status") != "fail":

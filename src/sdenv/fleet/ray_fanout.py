@@ -84,8 +84,10 @@ def ray_reason(exc: BaseException) -> str:
 def _import_ray() -> Any:
     try:
         import ray
-    except ImportError:
-        raise UsageError("Ray is not installed; install sdenv with its fleet extra: sdenv[fleet]")
+    except ImportError as exc:
+        raise UsageError(
+            "Ray is not installed; install sdenv with its fleet extra: sdenv[fleet]"
+        ) from exc
     return ray
 
 

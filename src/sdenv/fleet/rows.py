@@ -21,7 +21,9 @@ class NodeRow:
     gpus: list[str] = field(default_factory=list)  # "NVIDIA H200 (9.0)"
     driver: str | None = None
     fp8_hardware: str = "no GPU"  # native | emulated | unsupported | mixed (...) | no GPU
-    fp8_stack: str | None = None  # the FP8 mode verify's probe chose in the env: native/emulated/off
+    fp8_stack: str | None = (
+        None  # the FP8 mode verify's probe chose in the env: native/emulated/off
+    )
     env: str | None = None  # the env verified (the probe's pick under ENV auto)
     sync: str | None = None  # pass | fail | skip | None (not asked)
     verdict: str = "fail"  # pass | fail
