@@ -144,6 +144,7 @@ def test_a_hung_node_times_out_and_a_killed_node_fails_and_the_command_ends(
         killed_at = time.monotonic() - t0
         out, err = proc.communicate(timeout=400)
         took = time.monotonic() - t0
+        assert out, err[-3000:]
         result = json.loads(out)
         rows = by_node(cluster, result)
         assert sorted(rows) == ["a", "b", "c"], err[-2000:]

@@ -11,9 +11,12 @@ an error, which becomes that node's failed row: the command always ends.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,12 +94,38 @@ def _import_ray() -> Any:
     return ray
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Ray prints cluster events (e.g. "(raylet) The node with node id ... has died") on the
+    driver's stdout; `--json` output must stay the only thing there."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def verify_fleet(
     address: str,
     job: NodeJob,
     *,
     grace: float = GRACE_S,
     on_row: Callable[[NodeRow], None] | None = None,
+) -> FleetResult:
+    with _stdout_to_stderr():
+        return _verify_fleet(address, job, grace=grace, on_row=on_row)
+
+
+def _verify_fleet(
+    address: str,
+    job: NodeJob,
+    *,
+    grace: float,
+    on_row: Callable[[NodeRow], None] | None,
 ) -> FleetResult:
     ray = _import_ray()
     t0 = time.monotonic()
