@@ -24,6 +24,7 @@ import pytest
 from pypi_index import Dist, build_wheel, diffusers_dist
 from ray_cluster import SRC, Cluster, Node, local_cluster, marked_pids
 from sdenv.fleet.node import VENV_VAR
+from sdenv.fleet.ray_fanout import GRACE_S
 from sdenv.venv import install, run_uv
 
 pytest.importorskip("ray")
@@ -151,9 +152,13 @@ def test_a_hung_node_times_out_and_a_killed_node_fails_and_the_command_ends(
         assert proc.returncode == 1 and result["failed"] == 3
         assert any("died" in r for r in rows["c"]["reasons"]), rows["c"]
         assert rows["c"]["seconds"] < 90  # reported as dead, not waited out
-        assert any("timed out after" in r for r in rows["b"]["reasons"]), rows["b"]
+        # Timed out on the node (its step killed at its deadline), or on the host when the Ray
+        # worker itself took long to start on the loaded box: either way a failed row, in time.
+        assert any(
+            "timed out after" in r or "no answer within" in r for r in rows["b"]["reasons"]
+        ), rows["b"]["reasons"]
         assert rows["a"]["verify"] is not None  # the healthy node's answer is still there
-        assert took < 90 + 30 + 60, (killed_at, took)  # node timeout + grace + slack
+        assert took < 90 + GRACE_S + 60, (killed_at, took)  # node timeout + grace + slack
         # The hung node's step was killed with everything below it: nothing of it runs on.
         time.sleep(2)
         assert not _running(cluster.node("b").marker, hung_python)

@@ -24,7 +24,9 @@ from sdenv.errors import SdenvError, UsageError
 from sdenv.fleet.node import NodeJob, run_node
 from sdenv.fleet.rows import FleetResult, NodeRow, failed_row, row_from_payload, summarize
 
-GRACE_S = 30.0  # past the node timeout: scheduling, result transfer, a slow node's cleanup
+# Past the node timeout: the node's clock starts when its Ray worker runs the task, which on a
+# loaded box can be tens of seconds after the host submitted it; then result transfer.
+GRACE_S = 60.0
 
 
 class FleetError(SdenvError):
