@@ -113,6 +113,23 @@ def test_summary_passes_only_with_every_node() -> None:
     assert not empty.ok and empty.reasons == ["no alive node in the Ray cluster"]
 
 
+def test_table_names_each_node_and_its_reasons(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sdenv.cli._output import out
+    from sdenv.cli.fleet import render_verify
+
+    monkeypatch.setattr(out, "width", 160)  # wide enough that no cell folds
+
+    good = row_from_payload("10.0.0.5", "ab" * 28, _payload())
+    bad = row_from_payload("10.0.0.6", "cd" * 28, _payload(verify={"ok": False, "failed": ["x y"]}))
+    render_verify(summarize("head:6379", [good, bad], 30.0))
+    text = capsys.readouterr().out
+    assert "NVIDIA H200 (9.0)" in text and "580.159.04" in text and "abababab" in text
+    assert "10.0.0.6 cdcdcdcd: x y" in text
+    assert "fleet: fail: 1/2 nodes pass in 30.0 s" in text
+
+
 # --------------------------------------------------------------------------- the host's job
 
 

@@ -35,7 +35,9 @@ def _register_verify(sub: Any) -> None:
             "exit 0 only when every node passes. A node that dies or times out is a failed row."
         ),
     )
-    p.add_argument("envs", nargs="*", metavar="ENV", help="env name, spec path or auto")
+    p.add_argument(
+        "env", nargs="?", metavar="ENV", help="env name, spec path or auto (default: default env)"
+    )
     p.add_argument("--ray", required=True, metavar="ADDRESS", help="the Ray cluster (host:port)")
     p.add_argument("--lock", type=Path, metavar="FILE", help="verify every node against this lock")
     p.add_argument("--no-lock", action="store_true", help="skip the drift part on every node")
@@ -89,7 +91,7 @@ def run_verify(args: argparse.Namespace) -> int:
     from sdenv.fleet.rows import NodeRow
 
     job = prepare_job(
-        args.envs,
+        [args.env] if args.env else [],
         lock=args.lock,
         no_lock=args.no_lock,
         envs_dir=args.envs_dir,
