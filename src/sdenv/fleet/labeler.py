@@ -42,6 +42,7 @@ _BAD = re.compile(r"[^A-Za-z0-9._-]+")
 
 def label_value(text: str | None) -> str:
     """A valid label value: 63 characters of [A-Za-z0-9._-], alphanumeric at both ends."""
+
     def ends(value: str) -> str:
         return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", value)
 
