@@ -31,7 +31,8 @@ dev-lock:
 test: install
 	$(NOX) -s lint types tests
 
-# Real PyPI: locks the default env and proves it imports; CI runs it after `make test`.
+# Real PyPI: locks the default env and proves it imports; local Ray clusters (`sdenv fleet`).
+# CI runs it after `make test`.
 test-online: install
 	$(NOX) -s tests_online
 

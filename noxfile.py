@@ -55,7 +55,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def tests_online(session: nox.Session) -> None:
-    session.run("pytest", "-q", "-m", "online", *session.posargs)
+    session.run("pytest", "-q", "-m", "online or ray", *session.posargs)
 
 
 @nox.session
