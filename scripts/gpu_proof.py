@@ -30,6 +30,17 @@ def _load(path: Path | None, label: str, not_run: list[str]) -> Any:
         return None
 
 
+def relative(value: Any, root: str) -> Any:
+    """Paths under the checkout written repo-relative: a proof names files of this repository."""
+    if isinstance(value, str):
+        return value.replace(root.rstrip("/") + "/", "")
+    if isinstance(value, list):
+        return [relative(v, root) for v in value]
+    if isinstance(value, dict):
+        return {k: relative(v, root) for k, v in value.items()}
+    return value
+
+
 def gpu_facts() -> dict[str, Any]:
     try:
         line = subprocess.run(
@@ -67,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         "not_run": not_run,
         "notes": args.note,
     }
+    proof = relative(proof, str(Path.cwd()))
     args.out.write_text(json.dumps(proof, indent=2) + "\n", encoding="utf-8")
     verdict = (proof["verify"] or {}).get("verdict")
     print(f"{args.out}: verify {verdict}, not run: {len(not_run)}")
