@@ -33,7 +33,7 @@ stamp "joined $(ls "$WH"/*.whl | wc -l) wheels, tar sha256 ok"
 VENV=/root/envs/$STEM
 # sdenv's own sync, run from this checkout with the few packages it needs (uv, tomli-w and a newer
 # packaging travel in tools/; rich and filelock come from the lock's own wheels).
-# A venv of its own for them: on PYTHONPATH they would leak into the drift check of the new venv.
+# A venv of its own for them (--ignore-installed: the box has a uv module without its binary).
 python3 -m venv --system-site-packages /tmp/sdenv-tools || exit 1
 /tmp/sdenv-tools/bin/python -m pip install -q --no-index --no-compile --ignore-installed --find-links "$WH/tools" \
   --find-links "$WH" uv tomli-w "packaging>=25" rich filelock || exit 1

@@ -197,3 +197,23 @@ def test_auto_on_a_box_without_gpu_names_the_reason(repo: Path) -> None:
     assert proc.stderr == (
         f"sdenv: error: ENV auto: {report.recommended_env_reason}; name an ENV instead\n"
     )
+
+
+def test_the_callers_pythonpath_does_not_leak_into_the_new_venvs_drift(
+    locked: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seen on an H200 box: sdenv ran with its tools (uv, tomli-w) on PYTHONPATH, and the drift check
+    # of the venv it had just built reported them as "not in the lock".
+    tools = tmp_path / "tools" / "stray_tool-1.0.dist-info"
+    tools.mkdir(parents=True)
+    (tools / "METADATA").write_text("Metadata-Version: 2.1\nName: stray-tool\nVersion: 1.0\n")
+    (tools / "RECORD").write_text("")
+    monkeypatch.setenv("PYTHONPATH", str(tools.parent))
+    result = core.sync(locked, venv=tmp_path / "env")
+    assert result.status == core.SyncStatus.CREATED and result.drift.ok
+    # verify's inventory still sees what PYTHONPATH adds: that is what the target imports there.
+    from sdenv.drift import take_inventory
+
+    seen = {d.name for d in take_inventory(result.python, check_files=False).dists}
+    alone = {d.name for d in take_inventory(result.python, check_files=False, isolated=True).dists}
+    assert "stray-tool" in seen and "stray-tool" not in alone

@@ -235,17 +235,25 @@ def compare(
 
 
 def take_inventory(
-    python: str | Path | None = None, *, check_files: bool = True, timeout: float = 300.0
+    python: str | Path | None = None,
+    *,
+    check_files: bool = True,
+    timeout: float = 300.0,
+    isolated: bool = False,
 ) -> Inventory:
-    """Distributions importable by ``python`` (default: this one), files hashed against RECORD."""
+    """Distributions importable by ``python`` (default: this one), files hashed against RECORD.
+
+    Not isolated by default: PYTHONPATH and user site are part of what the target imports when
+    verify runs it. ``isolated`` (``-I``) sees the interpreter's own environment alone: what a
+    venv just built holds, whatever the caller's PYTHONPATH.
+    """
     import time
 
     exe = str(python) if python else sys.executable
     t0 = time.perf_counter()
     try:
         proc = _cleanup.run(
-            # Not isolated (-I): PYTHONPATH and user site are part of what the target imports.
-            [exe, "-c", INVENTORY_SCRIPT, "1" if check_files else "0"],
+            [exe, *(["-I"] if isolated else []), "-c", INVENTORY_SCRIPT, str(int(check_files))],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -280,8 +288,9 @@ def check_drift(
     *,
     check_files: bool = True,
     ignore: Sequence[str] = tuple(DEFAULT_IGNORE),
+    isolated: bool = False,
 ) -> DriftReport:
-    inventory = take_inventory(python, check_files=check_files)
+    inventory = take_inventory(python, check_files=check_files, isolated=isolated)
     return compare(
         lock.versions(),
         inventory,

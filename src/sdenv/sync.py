@@ -240,7 +240,7 @@ def sync(
         if stamped():
             # Versions only: hashing every file of a torch env would take the no-op past 3 s.
             try:
-                drift = check_drift(lock, exe, check_files=False)
+                drift = check_drift(lock, exe, check_files=False, isolated=True)
             except SdenvError:
                 drift = None
             if drift is not None and drift.ok:
@@ -266,7 +266,10 @@ def sync(
                 raise SyncError(f"{lock_path}: {exc}; {_kept(venv, existed)}") from None
             requirements.unlink()
             progress("drift check of the new venv")
-            drift = check_drift(lock, build / "bin" / "python", check_files=check_files)
+            # Isolated: the caller's PYTHONPATH (sdenv's own tools, say) is not the venv's.
+            drift = check_drift(
+                lock, build / "bin" / "python", check_files=check_files, isolated=True
+            )
             if not drift.ok:
                 reasons = "; ".join(drift.reasons())
                 raise SyncError(
