@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from osv_server import OsvServer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -10,3 +15,44 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+# Shared fixtures: a local PEP 503 index of the SD3.5 stack's stand-in wheels, a lock made from it,
+# and a local OSV-compatible server. Test modules use them by name.
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from pypi_index import build_index, sd_stack, serve
+
+    root = build_index(sd_stack(), tmp_path_factory.mktemp("wheels"))
+    with serve(root) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def locked(index: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A lock (and its pylock) written by `sdenv lock` for this Python, no import proof."""
+    from sdenv import lock as locking
+    from sdenv.spec import load_spec
+    from test_lock import write_spec
+
+    tmp = tmp_path_factory.mktemp("locked")
+    spec = load_spec(write_spec(tmp, index))
+    opts = locking.LockOptions(lock_dir=tmp / "lockfiles", verify=False)
+    result = locking.lock_target(spec, spec.targets[0], opts)
+    assert result.status == "written", result.message
+    return result.path
+
+
+@pytest.fixture
+def osv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[OsvServer]:
+    from osv_server import OsvServer
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("PIP_AUDIT_OSV_URL", raising=False)
+    adv = tmp_path / "advisories"
+    adv.mkdir()
+    with OsvServer(adv) as server:
+        yield server

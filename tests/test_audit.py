@@ -6,7 +6,6 @@ import datetime as dt
 import hashlib
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +29,6 @@ def write_lock(path: Path, pins: dict[str, str]) -> Path:
     lock = make_lockfile([("env", "test"), ("python", "3.11")], made)
     path.write_text(render_lockfile(lock), encoding="utf-8")
     return path
-
-
-@pytest.fixture
-def osv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[OsvServer]:
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("PIP_AUDIT_OSV_URL", raising=False)
-    adv = tmp_path / "advisories"
-    adv.mkdir()
-    with OsvServer(adv) as server:
-        yield server
 
 
 def publish(osv: OsvServer, record: dict[str, Any]) -> None:

@@ -5,25 +5,16 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from osv_server import OsvServer, advisory
-from pypi_index import build_index, sd_stack, serve
 from sdenv.cli import main
 from sdenv.lockfile import read_lockfile
 
 HOST = f"{sys.version_info[0]}.{sys.version_info[1]}"
-
-
-@pytest.fixture(scope="module")
-def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = build_index(sd_stack(), tmp_path_factory.mktemp("wheels"))
-    with serve(root) as url:
-        yield url
 
 
 def write_spec(dest: Path, url: str, diffusers: str) -> Path:

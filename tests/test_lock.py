@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ import pytest
 from pypi_index import (
     RUNTIME_121,
     build_index,
-    sd_stack,
     serve,
     simple_dist,
     torch_dist,
@@ -32,13 +30,6 @@ HOST = f"{sys.version_info[0]}.{sys.version_info[1]}"
 # The smoke checks the fake stack can answer (the rest need real tensors).
 SMOKE = ("torch", "xformers", "diffusers", "transformers")
 STACK_REQS = {"torch": ">=2.4,<2.5", "xformers": "", "diffusers": ">=0.31", "transformers": ""}
-
-
-@pytest.fixture(scope="module")
-def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = build_index(sd_stack(), tmp_path_factory.mktemp("wheels"))
-    with serve(root) as url:
-        yield url
 
 
 @pytest.fixture(autouse=True)

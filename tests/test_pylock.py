@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from packaging.pylock import Pylock, is_valid_pylock_path
 
-from pypi_index import build_index, sd_stack, serve
 from sdenv import lock as locking
 from sdenv.lockfile import read_lockfile
 from sdenv.pylock import (
@@ -30,13 +28,6 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-
-@pytest.fixture(scope="module")
-def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = build_index(sd_stack(), tmp_path_factory.mktemp("wheels"))
-    with serve(root) as url:
-        yield url
 
 
 @pytest.fixture

@@ -33,13 +33,6 @@ from test_lock import HOST, opts, write_spec
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-@pytest.fixture(scope="module")
-def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = build_index(sd_stack(), tmp_path_factory.mktemp("wheels"))
-    with serve(root) as url:
-        yield url
-
-
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SDENV_CACHE_DIR", str(tmp_path / "sdenv-cache"))
@@ -504,17 +497,6 @@ def test_cleanup_run_kills_the_child_group_on_timeout(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- audit
-
-
-@pytest.fixture
-def osv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[OsvServer]:
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("PIP_AUDIT_OSV_URL", raising=False)
-    adv = tmp_path / "advisories"
-    adv.mkdir()
-    with OsvServer(adv) as server:
-        yield server
 
 
 def publish(osv: OsvServer, *records: dict[str, object]) -> None:

@@ -7,13 +7,11 @@ import os
 import resource
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pypi_index import build_index, sd_stack, serve, simple_dist
-from sdenv import lock as locking
+from pypi_index import build_index, simple_dist
 from sdenv import sync as core
 from sdenv.cli import main
 from sdenv.drift import check_drift
@@ -21,27 +19,8 @@ from sdenv.lockfile import read_lockfile
 from sdenv.pylock import pylock_path
 from sdenv.spec import load_spec
 from sdenv.venv import run_uv
-from test_lock import write_spec
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-
-
-@pytest.fixture(scope="module")
-def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = build_index(sd_stack(), tmp_path_factory.mktemp("wheels"))
-    with serve(root) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def locked(index: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A lock (and its pylock) written by `sdenv lock` for this Python, no import proof."""
-    tmp = tmp_path_factory.mktemp("locked")
-    spec = load_spec(write_spec(tmp, index))
-    opts = locking.LockOptions(lock_dir=tmp / "lockfiles", verify=False)
-    result = locking.lock_target(spec, spec.targets[0], opts)
-    assert result.status == "written", result.message
-    return result.path
 
 
 def sdenv(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

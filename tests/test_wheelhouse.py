@@ -8,37 +8,16 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pypi_index import build_index, sd_stack, serve
-from sdenv import lock as locking
 from sdenv.lockfile import read_lockfile
-from sdenv.spec import Target, load_spec
+from sdenv.spec import Target
 from sdenv.wheelhouse import WheelhouseError, check_wheelhouse
-from test_lock import write_spec
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 NO_NETNS = subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0
-
-
-@pytest.fixture(scope="module")
-def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = build_index(sd_stack(), tmp_path_factory.mktemp("wheels"))
-    with serve(root) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def locked(index: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("locked")
-    spec = load_spec(write_spec(tmp, index))
-    opts = locking.LockOptions(lock_dir=tmp / "lockfiles", verify=False)
-    result = locking.lock_target(spec, spec.targets[0], opts)
-    assert result.status == "written", result.message
-    return result.path
 
 
 @pytest.fixture(scope="module")
