@@ -1,4 +1,4 @@
-"""``sdenv lock [ENV ...]``: parse, call :mod:`sdenv.lock`, render."""
+"""``sdenv lock [ENV ...]``: pin a compatible, hashed set per target, proven to import."""
 
 from __future__ import annotations
 
