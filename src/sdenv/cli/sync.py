@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -51,24 +52,19 @@ def run(args: argparse.Namespace) -> int:
         envs_dir=args.envs_dir,
         lock_dir=args.lock_dir,
     )
+    sync = functools.partial(
+        core.sync,
+        lock,
+        venv=args.venv,
+        python=args.python,
+        wheelhouse=args.wheelhouse,
+        check_files=not args.no_hash,
+    )
     if args.json:
-        result = core.sync(
-            lock,
-            venv=args.venv,
-            python=args.python,
-            wheelhouse=args.wheelhouse,
-            check_files=not args.no_hash,
-        )
+        result = sync()
     else:
         with err.status(f"syncing {lock}") as status:
-            result = core.sync(
-                lock,
-                venv=args.venv,
-                python=args.python,
-                wheelhouse=args.wheelhouse,
-                check_files=not args.no_hash,
-                progress=lambda msg: status.update(msg),
-            )
+            result = sync(progress=lambda msg: status.update(msg))
     if args.json:
         print_json(result)
     else:
