@@ -4,14 +4,17 @@ Pure and standard-library only (plus ``sdenv.compat``): ``decide`` reads a ``Mac
 (collected by ``sdenv.probe`` or loaded from ``sdenv/data/machines/*.json``) and never touches a
 GPU, so every rule is tested on fact sets recorded from real and documented machines.
 
-FP8 verdicts (per GPU):
-- ``native``: cc >= 8.9 (FP8 tensor cores), torch has float8 dtypes, and a real
-  ``torch._scaled_mm`` on e4m3 inputs matched a bf16 reference (or, torch not checked, predicted
-  from cc alone: ``checked`` is then False).
-- ``emulated``: float8 dtypes but no FP8 tensor cores (or ``_scaled_mm`` failed): weights stored
-  in FP8, compute in bf16 (fp16 below cc 8.0, which has no bf16).
-- ``unsupported``: no torch, torch without float8 dtypes (< 2.1), or the GPU is unusable by this
-  torch (CPU build, no driver, no kernel image for this arch).
+FP8 verdicts (per GPU), two of them, and what this env runs:
+- ``hardware`` (``fp8_verdict``): ``native`` when cc >= 8.9 (FP8 tensor cores), torch has float8
+  dtypes and a real ``torch._scaled_mm`` on e4m3 inputs matched a bf16 reference (or, torch not
+  checked, predicted from cc alone: ``checked`` is then False); ``emulated`` with float8 dtypes
+  but no FP8 tensor cores (weights stored in FP8, compute in bf16, fp16 below cc 8.0);
+  ``unsupported`` without torch, float8 dtypes or a usable GPU.
+- ``stack`` (``stack_verdict``): this interpreter's FP8 backend (torchao) imports, its version is
+  the one built for the installed torch (``data/fp8_backends.json``) and the transform ``generate``
+  deploys matched bf16 on a tiny Linear on that GPU.
+- ``fp8`` (``effective_verdict``): the lower of the two, what the model step will run. Where the
+  hardware is native and the env is not, ``native_env`` names the env spec that runs native here.
 """
 
 from __future__ import annotations
