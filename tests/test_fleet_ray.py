@@ -1,7 +1,8 @@
 """`sdenv fleet verify` on a real local Ray cluster (head + workers, `ray start --block` each).
 
 Every node serves its own env, named by ``SDENV_FLEET_VENV`` where its `ray start` runs, as a
-deployment box would: the dev venv (real torch on CPU, real diffusers: verify passes), the same
+deployment box would: the runtime env `make install` syncs from the default lock under .envs/
+(real torch on CPU, real diffusers: verify passes), the same
 with diffusers swapped for an old build (verify fails and says why), a venv whose torch import
 hangs (the node's deadline ends it), and a node killed mid-run (Ray reports it; the command ends).
 Marked ``ray`` and ``slow``: each cluster takes a minute to boot on a 2-core box and the real
@@ -14,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import sysconfig
 import time
 from pathlib import Path
 from typing import Any
@@ -31,14 +31,32 @@ pytest.importorskip("ray")
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 HANG_S = 240  # bounded, so even a leak ends by itself
+REPO = Path(SRC).parent
+# The runtime env of `make install` (the default lock for this Python, synced under .envs/): the
+# dev venv holds no torch.
+RUNTIME = next(
+    iter(sorted(REPO.glob(f".envs/{os.environ.get('RUNTIME_ENV', 'sd35-fp8-cu121')}-py"
+                          f"{sys.version_info[0]}.{sys.version_info[1]}-*/bin/python"))),
+    None,
+)  # fmt: skip
+if RUNTIME is None:
+    pytest.skip("no runtime env under .envs/ (make install syncs it)", allow_module_level=True)
+
+
+def _purelib(python: Path) -> str:
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    return subprocess.run(
+        [str(python), "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def _overlay_venv(dest: Path, wheels: Path, *reqs: str) -> Path:
-    """A venv that sees the dev venv's packages (torch, diffusers...) below its own: what it
+    """A venv that sees the runtime env's packages (torch, diffusers...) below its own: what it
     installs itself shadows them, like a package swapped in a deployed env."""
-    run_uv(["venv", "--quiet", "--python", sys.executable, str(dest)])
+    assert RUNTIME is not None
+    run_uv(["venv", "--quiet", "--python", str(RUNTIME), str(dest)])
     site = next((dest / "lib").glob("python3*/site-packages"))
-    (site / "_dev_venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    (site / "_runtime_env.pth").write_text(_purelib(RUNTIME) + "\n")
     py = dest / "bin" / "python"
     if reqs:
         install(py, ["--offline", "--no-index", "--find-links", str(wheels), "--no-deps", *reqs])
@@ -96,7 +114,8 @@ def by_node(cluster: Cluster, result: dict[str, Any]) -> dict[str, dict[str, Any
 def test_every_node_reports_and_a_swapped_env_fails_with_its_reason(
     venvs: dict[str, Path],
 ) -> None:
-    nodes = [Node("a"), Node("b"), Node("c", {VENV_VAR: str(venvs["swapped"])})]
+    runtime = {VENV_VAR: str(Path(str(RUNTIME)).parent.parent)}
+    nodes = [Node("a", runtime), Node("b", runtime), Node("c", {VENV_VAR: str(venvs["swapped"])})]
     with local_cluster(nodes) as cluster:
         code, result, took = fleet(cluster, "--no-lock", "--sync", "--timeout", "600")
         rows = by_node(cluster, result)
@@ -104,7 +123,7 @@ def test_every_node_reports_and_a_swapped_env_fails_with_its_reason(
         for name in ("a", "b"):
             row = rows[name]
             assert row["verdict"] == "pass", row["reasons"]
-            assert row["verify"]["python"] == sys.executable
+            assert row["verify"]["python"] == str(RUNTIME)
             assert row["fp8_hardware"] == "no GPU" and row["fp8_stack"] == "off"
             assert row["verify"]["model_mode"] == "emulated"  # the tiny model ran on CPU
         bad = rows["c"]
