@@ -161,11 +161,6 @@ def test_prepare_job_ships_specs_and_locks(repo: Path) -> None:
             {"venv": "rel/venv"},
             "--venv rel/venv: give an absolute path (it is a path on every node)",
         ),
-        (
-            ["sd35-fp8-cu124"],
-            {},
-            "no lockfile for env sd35-fp8-cu124; make one with `sdenv lock sd35-fp8-cu124`",
-        ),
         (["nope"], {}, "no env named 'nope'"),
     ],
 )
@@ -175,6 +170,12 @@ def test_prepare_job_rejects_bad_input(
     with pytest.raises(UsageError, match=re.escape(message)) as info:
         prepare_job(envs, envs_dir=repo / "envs", lock_dir=repo / "lockfiles", **kw)
     assert info.value.exit_code == 2
+
+
+def test_prepare_job_names_the_command_for_a_missing_lock(repo: Path, tmp_path: Path) -> None:
+    # Every shipped env is locked, so an empty lock dir stands for an env not locked yet.
+    with pytest.raises(UsageError, match=re.escape("make one with `sdenv lock sd35-fp8-cu124`")):
+        prepare_job(["sd35-fp8-cu124"], envs_dir=repo / "envs", lock_dir=tmp_path)
 
 
 # --------------------------------------------------------------------------- one node, no Ray
