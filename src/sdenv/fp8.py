@@ -199,7 +199,7 @@ def check_transform(torch: Any, device: str) -> TransformFacts:
         err = (out - ref).norm() / ref.norm()
         facts.rel_err = round(float(err), 6)
         facts.ok = facts.rel_err <= CHECK_TOLERANCE and tuple(out.shape) == (tokens, n_out)
-        if facts.ok and not _quantized(model[0].weight, torch):
+        if facts.ok and not is_fp8_weight(model[0].weight):
             facts.ok, facts.error = False, "the transform left the Linear's weight unquantized"
     except Exception as exc:  # the failure is the finding; the probe reports it, never crashes
         lines = str(exc).strip().splitlines()
@@ -208,6 +208,19 @@ def check_transform(torch: Any, device: str) -> TransformFacts:
     return facts
 
 
-def _quantized(weight: Any, torch: Any) -> bool:
-    # torchao keeps quantized weights in tensor subclasses; a plain Parameter means no-op.
-    return type(weight) not in (torch.Tensor, torch.nn.Parameter)
+def is_fp8_weight(t: Any) -> bool:
+    """A weight stored in float8: a plain float8 tensor, or a tensor subclass holding one."""
+    import torch
+
+    fp8 = {getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n)}
+    if t.dtype in fp8:
+        return True
+    # torchao keeps quantized weights in tensor subclasses (Float8Tensor: qdata + scale) whose
+    # dtype is the logical bf16; look at the tensors they are made of.
+    flatten = getattr(t, "__tensor_flatten__", None)
+    if flatten is not None:
+        names, _ = flatten()
+        if any(bool(is_fp8_weight(getattr(t, n))) for n in names):
+            return True
+    inner = getattr(t, "qdata", None)
+    return inner is not None and inner is not t and bool(is_fp8_weight(inner))

@@ -332,27 +332,11 @@ def _require_native(device: str) -> None:
         )
 
 
-def _is_fp8(t: Any) -> bool:
-    """A weight stored in float8: a plain float8 tensor, or a tensor subclass holding one."""
-    import torch
-
-    fp8 = {getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n)}
-    if t.dtype in fp8:
-        return True
-    # torchao keeps quantized weights in tensor subclasses (Float8Tensor: qdata + scale) whose
-    # dtype is the logical bf16; look at the tensors they are made of.
-    flatten = getattr(t, "__tensor_flatten__", None)
-    if flatten is not None:
-        names, _ = flatten()
-        if any(bool(_is_fp8(getattr(t, n))) for n in names):
-            return True
-    inner = getattr(t, "qdata", None)
-    return inner is not None and inner is not t and bool(_is_fp8(inner))
-
-
 def fp8_storage(transformer: Any) -> dict[str, Any]:
     """How many of the transformer's linear layers really hold FP8 weights, and their bytes."""
     import torch
+
+    from sdenv.fp8 import is_fp8_weight
 
     total = fp8 = fp8_params = all_params = 0
     blocks_total = blocks_fp8 = 0
@@ -362,7 +346,7 @@ def fp8_storage(transformer: Any) -> dict[str, Any]:
         total += 1
         n = mod.in_features * mod.out_features
         all_params += n
-        is8 = _is_fp8(mod.weight)
+        is8 = is_fp8_weight(mod.weight)
         fp8 += int(is8)
         fp8_params += n if is8 else 0
         # The attention and MLP matrices of the blocks: the bulk of SD3.5's weights.
