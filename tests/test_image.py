@@ -197,6 +197,29 @@ def test_smoke_failure_line_comes_from_the_smoke_report() -> None:
     assert im.classify_smoke_failure({"ok": True}, "", 137) == "exit 137, no output"
 
 
+def test_a_failed_build_keeps_the_error_at_the_end_of_its_last_output() -> None:
+    # The end of a real pip run in the base build that died of a full disk: the progress bar
+    # and the long package list used to fill the message and cut pip's own error off.
+    tail = [
+        "\x1b[?25l   \x1b[90m" + "━" * 40 + "\x1b[0m \x1b[32m99.1/99.1 kB\x1b[0m",
+        "Installing collected packages: " + ", ".join(f"nvidia-pkg{i}-cu12" for i in range(30)),
+        "ERROR: Could not install packages due to an OSError: [Errno 28] No space left on device",
+        "",
+        "Removing intermediate container 0123456789ab",
+    ]
+    out = im._last_output(tail)
+    assert out.endswith("[Errno 28] No space left on device")
+    assert "━" not in out and len(out) <= 401
+    assert "Removing" not in out
+
+    class Engine:
+        def info(self) -> dict[str, str]:
+            return {"DockerRootDir": "/var/lib/sdenv-docker"}
+
+    assert "/var/lib/sdenv-docker is full" in im._space_hint(tail, Engine())
+    assert im._space_hint(tail[:2], Engine()) == ""
+
+
 def test_transport_is_served_on_localhost_and_only_while_building(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")

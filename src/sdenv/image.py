@@ -401,11 +401,9 @@ def run_build(
             elif "error" in chunk:
                 log.write(chunk["error"] + "\n")
                 detail = _ANSI_RE.sub("", chunk["error"]).strip().splitlines()[-1]
-                last_out = [_ANSI_RE.sub("", t).strip() for t in tail]
-                last_out = [t for t in last_out if t and not t.startswith("Removing interm")][-3:]
                 raise ImageError(
                     f"build failed at step {len(steps)} ({steps[-1].text[:80] if steps else '?'})"
-                    f": {detail}; last output: {' | '.join(last_out)[:400]}"
+                    f": {detail}; last output: {_last_output(tail)}{_space_hint(tail, client)}"
                 )
     except APIError as exc:
         raise ImageError(f"build failed: {exc.explanation or exc}") from None
@@ -414,6 +412,29 @@ def run_build(
     if image_id is None:
         raise ImageError("build finished without an image id; see the build log")
     return BuildOutcome(image_id, steps, time.monotonic() - started)
+
+
+def _last_output(tail: list[str], limit: int = 400) -> str:
+    """The build's last meaningful lines, cut from the front: the error is at the end.
+
+    Download progress bars and intermediate-container notes say nothing about a failure and
+    would push the error itself out of the message.
+    """
+    lines = [_ANSI_RE.sub("", t).strip() for t in tail]
+    lines = [t for t in lines if t and "━" not in t and not t.startswith("Removing interm")]
+    text = " | ".join(lines[-3:])
+    return text if len(text) <= limit else "…" + text[-limit:]
+
+
+def _space_hint(tail: list[str], client: Any) -> str:
+    """Name the full disk when the build died of it (errno 28), with the engine's data root."""
+    if not any("No space left on device" in t or "Errno 28" in t for t in tail):
+        return ""
+    try:
+        root = str(client.info().get("DockerRootDir") or "the engine's data root")
+    except Exception:  # the hint is best effort; the build error itself is what matters
+        root = "the engine's data root"
+    return f"; the disk under {root} is full: free space there (docker system prune) and rerun"
 
 
 def image_exists(client: Any, ref: str) -> bool:
