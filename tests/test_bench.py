@@ -97,6 +97,14 @@ def test_plan_modes_cpu_and_missing_packages() -> None:
     full_size = plan_modes(["bf16", "fp8-emulated"], CPU_ENV, cpu_model="large")
     assert all((r or "").startswith("no CUDA GPU: SD3.5 large") for r in full_size.values())
     assert plan_modes(["bf16"], H200_ENV, cpu_model="large") == {"bf16": None}
+    static = plan_modes(["fp8-static"], {**H200_ENV, "torchao": None, "scaled_mm_rowwise": True})
+    assert static == {"fp8-static": None}  # torch's own row-wise FP8 matmul, no torchao
+    err = "RuntimeError: the worker's one-line error"
+    no_mm = plan_modes(
+        ["fp8-static"], {**T4_ENV, "scaled_mm_rowwise": False, "scaled_mm_rowwise_error": err}
+    )
+    assert no_mm["fp8-static"] == f"row-wise FP8 matmul (torch._scaled_mm) does not run here: {err}"
+    assert "not tried" in (plan_modes(["fp8-static"], H200_ENV)["fp8-static"] or "")
     unsupported = plan_modes(["fp8-emulated"], {**T4_ENV, "fp8_verdict": "unsupported"})
     assert "unsupported" in (unsupported["fp8-emulated"] or "")
 

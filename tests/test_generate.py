@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sdenv.cli import main
+from sdenv.errors import UsageError
 from sdenv.generate import (
     Fp8Unavailable,
     InsufficientMemory,
@@ -176,3 +177,41 @@ def test_model_check_on_a_given_model_dir(tiny: Path) -> None:
     assert report["timings"]["make_tiny_s"] == 0.0
     assert parse_check_output('chatter\n{"ok": true}\n') == {"ok": True}
     assert parse_check_output("Traceback ...\nKeyError: 'x'\n") is None
+
+
+def test_static_fp8_calibrates_once_stores_beside_the_model_and_checks_the_file(
+    copy: Path, tmp_path: Path
+) -> None:
+    """--fp8 static where torch has a row-wise FP8 matmul on this device (the CPU kernel is in
+    torch 2.14, not in the default lock's 2.4): the first run calibrates and writes the scales
+    beside the transformer, the next one reuses them; elsewhere one line says why it cannot run."""
+    import torch
+
+    from sdenv.fp8_static import load_scales, try_rowwise_scaled_mm
+
+    runs, why = try_rowwise_scaled_mm(torch, "cpu")
+    if not runs:
+        with pytest.raises(Fp8Unavailable, match=r"--fp8 static needs a row-wise FP8 matmul"):
+            generate(copy, "a red fox", tmp_path / "s.png", mode="static", steps=1)
+        assert why and not (tmp_path / "s.png").exists()
+        return
+    first = generate(copy, "a red fox", tmp_path / "a.png", mode="static", steps=2, seed=7)
+    scales = copy / "transformer" / "fp8_static_scales.safetensors"
+    assert first.finite and first.fp8_ok() and first.fp8["calibrated_now"] is True
+    assert first.fp8["scales"] == str(scales)
+    stored = load_scales(scales)
+    assert len(stored) == first.fp8["fp8_layers"] == first.fp8["fp8_linear_layers"]
+    assert all(v > 0 for v in stored.values())
+    again = generate(copy, "a red fox", tmp_path / "b.png", mode="static", steps=2, seed=7)
+    assert again.fp8["calibrated_now"] is False and again.finite
+    # Scales of another model (names that do not match) and a broken file: one line each.
+    other = tmp_path / "other.safetensors"
+    from sdenv.fp8_static import save_scales
+
+    save_scales(other, {"not.a.layer": 1.0}, {})
+    with pytest.raises(UsageError, match=r"made for another model"):
+        generate(copy, "x", tmp_path / "c.png", mode="static", steps=1, scales=other)
+    other.write_bytes(b"not safetensors")
+    with pytest.raises(UsageError, match=r"unreadable"):
+        generate(copy, "x", tmp_path / "d.png", mode="static", steps=1, scales=other)
+    assert not (tmp_path / "c.png").exists() and not (tmp_path / "d.png").exists()

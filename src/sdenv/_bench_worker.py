@@ -97,7 +97,16 @@ def info() -> dict[str, Any]:
         res.update(torchao=None, torchao_error=_first_line(exc))
     verdict, source = _fp8_verdict(torch)
     res.update(fp8_verdict=verdict, fp8_verdict_source=source)
+    res.update(_try_rowwise_scaled_mm(torch))
     return res
+
+
+def _try_rowwise_scaled_mm(torch: Any) -> dict[str, Any]:
+    """fp8-static's one requirement, tried on the bench's device (``sdenv.fp8_static``)."""
+    from sdenv.fp8_static import try_rowwise_scaled_mm
+
+    ok, error = try_rowwise_scaled_mm(torch, "cuda" if torch.cuda.is_available() else "cpu")
+    return {"scaled_mm_rowwise": ok, "scaled_mm_rowwise_error": error}
 
 
 # ---------------------------------------------------------------- one mode
@@ -139,11 +148,13 @@ def _build_model(req: dict[str, Any], device: Any) -> tuple[Any, str]:
     return model.to(torch.bfloat16).eval(), "random"
 
 
-def _inputs(req: dict[str, Any], model: Any, device: Any) -> dict[str, Any]:
+def _inputs(
+    req: dict[str, Any], model: Any, device: Any, seed: int | None = None, timestep: float = 500.0
+) -> dict[str, Any]:
     import torch
 
     cfg = model.config
-    g = torch.Generator().manual_seed(req["seed"] + 1)
+    g = torch.Generator().manual_seed(req["seed"] + 1 if seed is None else seed)
     side = req["resolution"] // 8
     b = req["batch"]
     bf16 = torch.bfloat16
@@ -155,8 +166,35 @@ def _inputs(req: dict[str, Any], model: Any, device: Any) -> dict[str, Any]:
         "pooled_projections": torch.randn(b, cfg.pooled_projection_dim, generator=g).to(
             device, bf16
         ),
-        "timestep": torch.full((b,), 500.0).to(device),
+        "timestep": torch.full((b,), timestep).to(device),
         "return_dict": False,
+    }
+
+
+# Calibration inputs for fp8-static: other seeds than the timed input (seed + 1) and timesteps
+# across the schedule, since activation ranges move with the noise level.
+CALIBRATION_TIMESTEPS = (950.0, 700.0, 300.0, 50.0)
+
+
+def _calibrate_static(req: dict[str, Any], model: Any, device: Any) -> dict[str, Any]:
+    from sdenv import fp8_static
+
+    def run() -> None:
+        for i, t in enumerate(CALIBRATION_TIMESTEPS):
+            model(**_inputs(req, model, device, seed=req["seed"] + 100 + i, timestep=t))
+
+    t0 = time.perf_counter()
+    amax = fp8_static.calibrate(model, run)
+    calibrate_s = time.perf_counter() - t0
+    if req.get("save_scales"):
+        about = {"inputs": "random", "timesteps": list(CALIBRATION_TIMESTEPS), "seed": req["seed"]}
+        fp8_static.save_scales(Path(req["save_scales"]), amax, about)
+    layers = fp8_static.apply_static(model, amax)
+    return {
+        "quantizer": "sdenv.fp8_static (row-wise weights, calibrated per-tensor activations)",
+        "calibration_inputs": len(CALIBRATION_TIMESTEPS),
+        "calibrate_s": round(calibrate_s, 3),
+        "fp8_layers": layers,
     }
 
 
@@ -183,28 +221,22 @@ def _apply_mode(req: dict[str, Any], model: Any) -> dict[str, Any]:
         )
         return {"storage": "float8_e4m3fn", "compute": "bfloat16"}
     if mode == "fp8-native":
-        from torchao.quantization import (
-            Float8DynamicActivationFloat8WeightConfig,
-            Float8MMConfig,
-            PerRow,
-            PerTensor,
-            quantize_,
-        )
+        from sdenv.fp8 import apply_native
 
-        granularity = PerRow() if req["fp8_granularity"] == "row" else PerTensor()
-        quantize_(
+        # The transform generate deploys, with bench's knobs: a measurement of what ships.
+        apply_native(
             model,
-            Float8DynamicActivationFloat8WeightConfig(
-                granularity=granularity,
-                mm_config=Float8MMConfig(use_fast_accum=req["fast_accum"]),
-                set_inductor_config=req["inductor_tuning"],
-            ),
+            granularity=req["fp8_granularity"],
+            fast_accum=req["fast_accum"],
+            set_inductor_config=req["inductor_tuning"],
         )
         return {
             "granularity": req["fp8_granularity"],
             "fast_accum": req["fast_accum"],
-            "quantizer": "torchao Float8DynamicActivationFloat8WeightConfig",
+            "quantizer": "sdenv.fp8.apply_native (torchao Float8DynamicActivationFloat8Weight)",
         }
+    if mode == "fp8-static":
+        return _calibrate_static(req, model, torch.device(next(model.parameters()).device))
     return {}
 
 
@@ -253,6 +285,65 @@ def _profile(fwd: Callable[[], Any], sync: Callable[[], None], steps: int) -> di
     return profile_breakdown(kernels, steps)
 
 
+def _compiled(req: dict[str, Any], model: Any, options: dict[str, Any]) -> Any:
+    """The callable to time: the model, or the model with its blocks (or all of it) compiled."""
+    import torch
+
+    if not req["compile"]:
+        return model
+    # Regional compilation: every transformer block compiled in place. Identical blocks share
+    # one graph, so compile time is a fraction of the whole model's at nearly the same speed.
+    torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
+    options.update(
+        compile_scope=req["compile_scope"],
+        inductor_tuning=req["inductor_tuning"],
+        inductor_cache_warm=_inductor_cache_warm(),
+    )
+    if req["compile_scope"] == "full":
+        return torch.compile(model)
+    for block in model.transformer_blocks:
+        block.compile()
+    return model
+
+
+def _time_steps(fwd: Callable[[], Any], sync: Callable[[], None], steps: int) -> list[float]:
+    """Milliseconds per call of ``fwd``, ``steps`` times."""
+    import torch
+
+    if not torch.cuda.is_available():
+        timings = []
+        for _ in range(steps):
+            t = time.perf_counter()
+            fwd()
+            timings.append((time.perf_counter() - t) * 1000)
+        return timings
+    # Events on the stream time the GPU work of each step without a host sync between steps,
+    # the way a denoising loop runs.
+    event: Any = torch.cuda.Event
+    events = []
+    for _ in range(steps):
+        start, end = event(enable_timing=True), event(enable_timing=True)
+        start.record()
+        fwd()
+        end.record()
+        events.append((start, end))
+    sync()
+    return [s.elapsed_time(e) for s, e in events]
+
+
+def _compare(req: dict[str, Any], out: Any) -> float | None:
+    """Save bf16's output as the reference, or the relative L2 error against it."""
+    import torch
+
+    result = out.float().cpu()
+    if req.get("save_output"):
+        torch.save(result, req["save_output"])
+    if not req.get("reference"):
+        return None
+    ref = torch.load(req["reference"])
+    return float((result - ref).norm() / ref.norm())
+
+
 def run_mode(req: dict[str, Any]) -> dict[str, Any]:
     import torch
 
@@ -275,21 +366,7 @@ def run_mode(req: dict[str, Any]) -> dict[str, Any]:
         torch.cuda.empty_cache()
     weight_bytes = sum(_tensor_bytes(p) for p in model.parameters())
     resident = torch.cuda.memory_allocated() if cuda else None
-    call: Callable[..., Any] = model
-    if req["compile"]:
-        # Regional compilation: every transformer block compiled in place. Identical blocks share
-        # one graph, so compile time is a fraction of the whole model's at nearly the same speed.
-        torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
-        options.update(
-            compile_scope=req["compile_scope"],
-            inductor_tuning=req["inductor_tuning"],
-            inductor_cache_warm=_inductor_cache_warm(),
-        )
-        if req["compile_scope"] == "full":
-            call = torch.compile(model)
-        else:
-            for block in model.transformer_blocks:
-                block.compile()
+    call = _compiled(req, model, options)
     options["attention"] = req["attention"]
     inputs = _inputs(req, model, device)
     sync()
@@ -311,34 +388,12 @@ def run_mode(req: dict[str, Any]) -> dict[str, Any]:
         sync()
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        timings: list[float] = []
-        if cuda:
-            # Events on the stream time the GPU work of each step without a host sync between
-            # steps, the way a denoising loop runs.
-            event: Any = torch.cuda.Event
-            events = []
-            for _ in range(req["steps"]):
-                start, end = event(enable_timing=True), event(enable_timing=True)
-                start.record()
-                out = fwd()
-                end.record()
-                events.append((start, end))
-            sync()
-            timings = [s.elapsed_time(e) for s, e in events]
-        else:
-            for _ in range(req["steps"]):
-                t = time.perf_counter()
-                out = fwd()
-                timings.append((time.perf_counter() - t) * 1000)
+        timings = _time_steps(fwd, sync, req["steps"])
+        out = fwd()  # the output compared with bf16: one more step, outside the timed ones
+        sync()
         peak = torch.cuda.max_memory_allocated() if cuda else None
         profile = _profile(fwd, sync, 3) if req["profile"] and cuda else None
-    result = out.float().cpu()
-    rel_l2 = None
-    if req.get("save_output"):
-        torch.save(result, req["save_output"])
-    if req.get("reference"):
-        ref = torch.load(req["reference"])
-        rel_l2 = float((result - ref).norm() / ref.norm())
+    rel_l2 = _compare(req, out)
     _log(tag, f"median {sorted(timings)[len(timings) // 2]:.1f} ms/step")
     return {
         "status": "ok",
@@ -350,7 +405,7 @@ def run_mode(req: dict[str, Any]) -> dict[str, Any]:
         "weight_bytes": weight_bytes,
         "resident_bytes": resident,
         "peak_bytes": peak,
-        "output_finite": bool(torch.isfinite(result).all()),
+        "output_finite": bool(torch.isfinite(out.float()).all()),
         "rel_l2_vs_bf16": rel_l2,
         "profile": profile,
     }

@@ -29,7 +29,7 @@ from sdenv._cleanup import throwaway_dir
 from sdenv.errors import SdenvError, UsageError
 
 SCHEMA = "sdenv-bench/1"
-MODES: tuple[str, ...] = ("bf16", "fp8-emulated", "fp8-native")
+MODES: tuple[str, ...] = ("bf16", "fp8-emulated", "fp8-native", "fp8-static")
 BASELINE = "bf16"
 
 # diffusers SD3Transformer2DModel configs of the public checkpoints (transformer/config.json of
@@ -179,6 +179,49 @@ def summarize(samples: Sequence[float]) -> Stats:
     return Stats(len(xs), statistics.median(xs), q1, q3, xs[0], xs[-1])
 
 
+def _emulated_blocker(env: Mapping[str, Any]) -> str | None:
+    if not env.get("has_float8"):
+        return "this torch has no float8_e4m3fn dtype (needs torch >= 2.1)"
+    if env.get("fp8_verdict") == "unsupported":
+        return "probe verdict 'unsupported': FP8 storage does not work on this GPU"
+    if not env.get("layerwise_casting"):
+        return "diffusers has no enable_layerwise_casting (needs diffusers >= 0.33)"
+    return None
+
+
+def _native_blocker(env: Mapping[str, Any]) -> str | None:
+    if not env.get("cuda_available"):
+        return "no CUDA GPU: native FP8 matmuls need compute capability >= 8.9"
+    verdict = env.get("fp8_verdict")
+    if verdict != "native":
+        cc = env.get("compute_capability")
+        where = f"compute capability {cc[0]}.{cc[1]}" if cc else "this GPU"
+        return (
+            f"probe verdict '{verdict}': native FP8 matmuls need compute capability"
+            f" >= 8.9, {where} has none (use fp8-emulated for the memory saving)"
+        )
+    if not env.get("torchao"):
+        detail = env.get("torchao_error") or "not installed"
+        return f"torchao unavailable ({detail}): pip install torchao"
+    return None
+
+
+def _static_blocker(env: Mapping[str, Any]) -> str | None:
+    # fp8-static runs torch's row-wise _scaled_mm itself (no torchao); the info worker tried one
+    # on the device the bench uses, which is the whole requirement.
+    if env.get("scaled_mm_rowwise") is True:
+        return None
+    detail = env.get("scaled_mm_rowwise_error") or "not tried"
+    return f"row-wise FP8 matmul (torch._scaled_mm) does not run here: {detail}"
+
+
+_BLOCKERS = {
+    "fp8-emulated": _emulated_blocker,
+    "fp8-native": _native_blocker,
+    "fp8-static": _static_blocker,
+}
+
+
 def plan_modes(
     requested: Sequence[str], env: Mapping[str, Any], cpu_model: str | None = None
 ) -> dict[str, str | None]:
@@ -188,10 +231,10 @@ def plan_modes(
 
     ``env`` is what the info worker reported (see ``_bench_worker.info``): ``diffusers``,
     ``cuda_available``, ``fp8_verdict`` (native | emulated | unsupported | None without a GPU),
-    ``has_float8``, ``layerwise_casting``, ``torchao`` (version or None), ``torchao_error``.
+    ``has_float8``, ``layerwise_casting``, ``torchao`` (version or None), ``torchao_error``,
+    ``scaled_mm_rowwise`` (a row-wise FP8 matmul ran on the bench's device).
     """
     plan: dict[str, str | None] = {}
-    verdict = env.get("fp8_verdict")
     for mode in requested:
         reason: str | None = None
         if not env.get("diffusers"):
@@ -203,26 +246,8 @@ def plan_modes(
                 f"no CUDA GPU: SD3.5 {cpu_model} on the CPU takes minutes per step;"
                 " run on a GPU box, or give --model a folder with a small config"
             )
-        elif mode == "fp8-emulated":
-            if not env.get("has_float8"):
-                reason = "this torch has no float8_e4m3fn dtype (needs torch >= 2.1)"
-            elif verdict == "unsupported":
-                reason = "probe verdict 'unsupported': FP8 storage does not work on this GPU"
-            elif not env.get("layerwise_casting"):
-                reason = "diffusers has no enable_layerwise_casting (needs diffusers >= 0.33)"
-        elif mode == "fp8-native":
-            if not env.get("cuda_available"):
-                reason = "no CUDA GPU: native FP8 matmuls need compute capability >= 8.9"
-            elif verdict != "native":
-                cc = env.get("compute_capability")
-                where = f"compute capability {cc[0]}.{cc[1]}" if cc else "this GPU"
-                reason = (
-                    f"probe verdict '{verdict}': native FP8 matmuls need compute capability"
-                    f" >= 8.9, {where} has none (use fp8-emulated for the memory saving)"
-                )
-            elif not env.get("torchao"):
-                detail = env.get("torchao_error") or "not installed"
-                reason = f"torchao unavailable ({detail}): pip install torchao"
+        elif mode in _BLOCKERS:
+            reason = _BLOCKERS[mode](env)
         plan[mode] = reason
     return plan
 

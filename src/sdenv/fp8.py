@@ -149,18 +149,36 @@ def linear_filter(module: Any, fqn: str) -> bool:
     )
 
 
-def native_config() -> Any:
-    """torchao's FP8 dynamic activation + weight config with per-row scales (cc >= 8.9)."""
-    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
+def native_config(
+    granularity: str = "row", fast_accum: bool = True, set_inductor_config: bool = True
+) -> Any:
+    """torchao's FP8 dynamic activation + weight config (cc >= 8.9).
 
-    return Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    The defaults are what sdenv deploys: per-row scales, fast accumulation (torchao's inference
+    default). ``sdenv bench`` varies them to measure the alternatives with the same code path.
+    """
+    from torchao.quantization import (
+        Float8DynamicActivationFloat8WeightConfig,
+        Float8MMConfig,
+        PerRow,
+        PerTensor,
+    )
+
+    return Float8DynamicActivationFloat8WeightConfig(
+        granularity=PerRow() if granularity == "row" else PerTensor(),
+        mm_config=Float8MMConfig(use_fast_accum=fast_accum),
+        set_inductor_config=set_inductor_config,
+    )
 
 
-def apply_native(module: Any) -> Any:
-    """Quantize ``module``'s eligible Linears in place: the one native FP8 path sdenv deploys."""
+def apply_native(module: Any, **options: Any) -> Any:
+    """Quantize ``module``'s eligible Linears in place: the one native FP8 path sdenv deploys.
+
+    ``options`` go to ``native_config``; generate and the probe use the defaults.
+    """
     from torchao.quantization import quantize_
 
-    quantize_(module, native_config(), filter_fn=linear_filter)
+    quantize_(module, native_config(**options), filter_fn=linear_filter)
     return module
 
 

@@ -8,8 +8,11 @@ Modes (the transformer only; text encoders and VAE stay bf16):
   ``docs/evidence.md#E-h200-large-step``).
 - ``emulated``: diffusers ``enable_layerwise_casting``: weights stored float8_e4m3fn, upcast to
   bf16 per layer for compute. Halves the transformer's weight memory anywhere torch has float8.
+- ``static``: FP8 weights and matmuls like ``native``, with each activation's scale calibrated
+  once on a few prompts and stored beside the model (``sdenv.fp8_static``): no amax per step, no
+  torchao; needs torch's row-wise ``_scaled_mm`` (torch >= 2.5, compute capability >= 8.9).
 - ``off``: bf16.
-- ``auto``: what ``sdenv probe`` says this box can do.
+- ``auto``: what ``sdenv probe`` says this box can do (never ``static``: it needs calibration).
 
 Everything that can be checked before the long load is checked first, from files alone: layout
 (model_index.json and each component), no pickle checkpoints (safetensors only: a pickle can run
@@ -38,7 +41,7 @@ from typing import Any
 from sdenv._fs import write_atomic
 from sdenv.errors import SdenvError, UsageError
 
-MODES = ("native", "emulated", "off")
+MODES = ("native", "emulated", "static", "off")
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl", ".pickle")
 _MODEL_COMPONENTS = ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
 _REQUIRED: tuple[str, ...] = ("transformer", "vae", "scheduler", "text_encoder", "text_encoder_2")
@@ -243,7 +246,7 @@ def plan_memory(layout: ModelLayout, mode: str) -> MemoryPlan:
     """Weights in bf16, the transformer's matrices in one byte in the FP8 modes, plus headroom."""
     weights = 0
     for name, s in layout.components.items():
-        if name == "transformer" and mode in ("native", "emulated"):
+        if name == "transformer" and mode in ("native", "emulated", "static"):
             weights += s.matrix_params + 2 * (s.params - s.matrix_params)
         else:
             weights += 2 * s.params
@@ -290,7 +293,7 @@ def resolve_mode(requested: str, probe_fn: Callable[[], str] = probe_mode) -> st
     if requested == "auto":
         return probe_fn()
     if requested not in MODES:
-        raise UsageError(f"--fp8 {requested!r}: choose auto, native, emulated or off")
+        raise UsageError(f"--fp8 {requested!r}: choose auto, native, emulated, static or off")
     return requested
 
 
@@ -330,6 +333,81 @@ def _require_native(device: str) -> None:
             f"--fp8 native: {support.reason}; use an env whose fp8 is 'native' "
             "(`sdenv probe` names one) or --fp8 emulated"
         )
+
+
+def _require_static(device: str) -> None:
+    import torch
+
+    from sdenv.fp8_static import try_rowwise_scaled_mm
+
+    ok, error = try_rowwise_scaled_mm(torch, device)
+    if not ok:
+        raise Fp8Unavailable(
+            f"--fp8 static needs a row-wise FP8 matmul (torch._scaled_mm) on {device}: {error}; "
+            "use --fp8 emulated"
+        )
+
+
+# Calibration prompts besides the user's own: different subjects and styles, so the activation
+# ranges of one prompt do not set every scale.
+CALIBRATION_PROMPTS = (
+    "a photograph of an astronaut riding a horse",
+    "a watercolor painting of a lighthouse on a cliff at dusk",
+    "close-up portrait of an old fisherman, dramatic light, 85mm",
+)
+CALIBRATION_STEPS = 8  # the scheduler still spans the whole noise range in fewer steps
+
+
+def default_scales_path(model_dir: Path) -> Path:
+    from sdenv.fp8_static import SCALES_FILE
+
+    return model_dir / "transformer" / SCALES_FILE
+
+
+def _apply_static(pipe: Any, model_dir: Path, scales: Path | None, prompt: str) -> dict[str, Any]:
+    """Load the calibrated scales (or calibrate now and store them), then swap the Linears."""
+    from sdenv import fp8_static
+
+    path = scales or default_scales_path(model_dir)
+    info: dict[str, Any] = {"scales": str(path), "calibrated_now": False}
+    if path.is_file():
+        try:
+            amax = fp8_static.load_scales(path)
+        except Exception as exc:  # safetensors' own errors; the file is named, the fix given
+            raise UsageError(
+                f"--fp8-scales {path}: unreadable ({exc}); delete it to recalibrate"
+            ) from None
+    else:
+        prompts = (prompt, *CALIBRATION_PROMPTS) if prompt else CALIBRATION_PROMPTS
+        t = time.perf_counter()
+
+        def run() -> None:
+            for i, text in enumerate(prompts):
+                pipe(prompt=text, num_inference_steps=CALIBRATION_STEPS, output_type="latent",
+                     generator=_generator(pipe, i))  # fmt: skip
+
+        amax = fp8_static.calibrate(pipe.transformer, run)
+        about = {"prompts": list(prompts), "steps": CALIBRATION_STEPS, "model": str(model_dir)}
+        try:
+            fp8_static.save_scales(path, amax, about)
+        except OSError as exc:
+            raise UsageError(
+                f"--fp8-scales {path}: cannot write the calibrated scales ({exc.strerror}); "
+                "pass --fp8-scales FILE in a writable place"
+            ) from None
+        info.update(calibrated_now=True, calibrate_s=round(time.perf_counter() - t, 3))
+        info["calibration_prompts"] = len(prompts)
+    try:
+        info["fp8_layers"] = fp8_static.apply_static(pipe.transformer, amax)
+    except ValueError as exc:
+        raise UsageError(f"--fp8-scales {path}: {exc}") from None
+    return info
+
+
+def _generator(pipe: Any, seed: int) -> Any:
+    import torch
+
+    return torch.Generator(device=pipe.device).manual_seed(seed)
 
 
 def fp8_storage(transformer: Any) -> dict[str, Any]:
@@ -373,6 +451,7 @@ class LoadedPipeline:
     layout: ModelLayout
     plan: MemoryPlan
     timings: dict[str, float] = field(default_factory=dict)
+    fp8_info: dict[str, Any] = field(default_factory=dict)  # static: the scales file used
 
 
 def load_pipeline(
@@ -382,6 +461,8 @@ def load_pipeline(
     compile: bool = False,
     available_bytes: int | None = None,
     probe_fn: Callable[[], str] = probe_mode,
+    scales: Path | None = None,
+    calibration_prompt: str = "",
 ) -> LoadedPipeline:
     """Check, then load ``model_dir`` onto the GPU (or CPU) in ``mode``; raises before loading."""
     t0 = time.perf_counter()
@@ -392,6 +473,8 @@ def load_pipeline(
     device = _device()
     if resolved == "native":
         _require_native(device)
+    if resolved == "static":
+        _require_static(device)
     if resolved == "emulated" and not hasattr(torch, "float8_e4m3fn"):
         raise Fp8Unavailable(
             f"--fp8 emulated needs torch >= 2.1 (float8 dtypes); this is torch {torch.__version__}"
@@ -429,10 +512,13 @@ def load_pipeline(
     timings["load_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    fp8_info: dict[str, Any] = {}
     if resolved == "native":
         from sdenv.fp8 import apply_native
 
         apply_native(pipe.transformer)
+    elif resolved == "static":
+        fp8_info = _apply_static(pipe, model_dir, scales, calibration_prompt)
     elif resolved == "emulated":
         pipe.transformer.enable_layerwise_casting(
             storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16
@@ -441,7 +527,7 @@ def load_pipeline(
         pipe.transformer.compile()
     _sync(device)
     timings["fp8_s"] = time.perf_counter() - t
-    return LoadedPipeline(pipe, resolved, device, layout, plan, timings)
+    return LoadedPipeline(pipe, resolved, device, layout, plan, timings, fp8_info)
 
 
 def _sync(device: str) -> None:
@@ -544,7 +630,7 @@ def run_pipeline(
         height=image.height,
         width=image.width,
         finite=finite,
-        fp8=fp8_storage(pipe.transformer),
+        fp8=fp8_storage(pipe.transformer) | loaded.fp8_info,
         timings=timings,
         peak_memory_bytes=torch.cuda.max_memory_allocated() if device == "cuda" else None,
         versions={"torch": torch.__version__, "diffusers": diffusers.__version__},
@@ -606,6 +692,7 @@ def generate(
     compile: bool = False,
     height: int | None = None,
     width: int | None = None,
+    scales: Path | None = None,
 ) -> GenerateResult:
     """Load, run and write the PNG atomically (no file at all on failure)."""
     if out.suffix.lower() != ".png":
@@ -615,7 +702,9 @@ def generate(
     if steps < 1:
         raise UsageError(f"--steps {steps}: must be at least 1")
     check_size(model_dir, height, width)  # before the slow load, not after it
-    loaded = load_pipeline(model_dir, mode, compile=compile)
+    loaded = load_pipeline(
+        model_dir, mode, compile=compile, scales=scales, calibration_prompt=prompt
+    )
     result, image = run_pipeline(loaded, prompt, steps=steps, seed=seed, height=height, width=width)
     if not result.finite:
         raise GenerateError(

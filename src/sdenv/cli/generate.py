@@ -16,8 +16,10 @@ def register(subparsers: Any) -> None:
         description=(
             "Load a local diffusers-format SD3.5 directory (safetensors only, no hub access) "
             "and write a PNG with prompt, seed, steps, FP8 mode and timings in its metadata. "
-            "--fp8 native: torchao FP8 matmuls (compute capability >= 8.9); emulated: FP8 "
-            "weight storage, bf16 compute; off: bf16; auto: what `sdenv probe` chose."
+            "--fp8 native: torchao FP8 matmuls (compute capability >= 8.9); static: FP8 "
+            "matmuls with activation scales calibrated once and stored beside the model (no "
+            "torchao); emulated: FP8 weight storage, bf16 compute; off: bf16; auto: what "
+            "`sdenv probe` chose."
         ),
     )
     p.add_argument("--model", type=Path, required=True, metavar="DIR")
@@ -26,7 +28,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="S")
     p.add_argument("--out", type=Path, default=Path("out.png"), metavar="FILE")
     p.add_argument(
-        "--fp8", choices=("auto", "native", "emulated", "off"), default="auto", help="FP8 mode"
+        "--fp8",
+        choices=("auto", "native", "emulated", "static", "off"),
+        default="auto",
+        help="FP8 mode",
+    )
+    p.add_argument(
+        "--fp8-scales",
+        type=Path,
+        metavar="FILE",
+        help="static: the calibrated scales (default: transformer/fp8_static_scales.safetensors "
+        "in the model; made on first use from this prompt and three built-in ones)",
     )
     p.add_argument("--height", type=int, metavar="PX", help="default: the model's")
     p.add_argument("--width", type=int, metavar="PX", help="default: the model's")
@@ -52,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         compile=args.compile,
         height=args.height,
         width=args.width,
+        scales=args.fp8_scales,
     )
     if args.json:
         print_json(result)
