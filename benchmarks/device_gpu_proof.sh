@@ -51,7 +51,7 @@ cd /tmp  # run from outside the checkout: the venv's own sdenv, not the source t
 REPO=$OLDPWD
 "$V/sdenv" verify --lock "$REPO/$LOCK" --envs-dir "$REPO/envs" --json >"$OUT/verify.json"
 stamp "verify exit $?"
-"$V/python" -m sdenv.tinymodel /root/tiny >/dev/null
+"$V/python" -m sdenv.runtime.tinymodel /root/tiny >/dev/null
 "$V/sdenv" generate --model /root/tiny --fp8 auto --prompt "a lighthouse at dusk" --json \
   --out /root/tiny.png >"$OUT/generate.json"
 stamp "generate exit $?"

@@ -139,7 +139,7 @@ def main() -> int:
             lock = _box_lock(tmp / "box.lock.txt")
             report["verify"] += bench_verify(1, ["--lock", str(lock)], "box-lock")
         if args.modes:
-            from sdenv.tinymodel import make_tiny_model
+            from sdenv.runtime.tinymodel import make_tiny_model
 
             t0 = time.perf_counter()
             model = make_tiny_model(tmp / "tiny-sd3")

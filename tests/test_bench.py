@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sdenv.bench import (
+from sdenv.errors import UsageError
+from sdenv.runtime.bench import (
     MAX_REL_L2,
     BenchConfig,
     ModeResult,
@@ -25,7 +26,6 @@ from sdenv.bench import (
     validate,
     with_ratios,
 )
-from sdenv.errors import UsageError
 
 GIB = 2**30
 

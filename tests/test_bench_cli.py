@@ -117,8 +117,8 @@ def test_native_fp8_skipped_with_reason_on_cpu(bench_run: Any) -> None:
 
 
 def test_table_for_people(bench_run: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    from sdenv.bench import report_from_json
     from sdenv.cli.bench import render
+    from sdenv.runtime.bench import report_from_json
 
     _, report, _ = bench_run
     render(report_from_json(report))
@@ -140,7 +140,7 @@ def test_bad_input_one_line_exit_2_no_output(tmp_path: Path, repo: Path) -> None
 
 
 def test_failing_mode_is_data(tmp_path: Path) -> None:
-    from sdenv.bench import BenchConfig, run_bench
+    from sdenv.runtime.bench import BenchConfig, run_bench
 
     # caption_projection_dim must equal heads x head_dim: the forward pass fails in the worker.
     (tmp_path / "config.json").write_text(json.dumps({**TINY, "caption_projection_dim": 24}))

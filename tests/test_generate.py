@@ -10,25 +10,22 @@ import pytest
 
 from sdenv.cli import main
 from sdenv.errors import UsageError
-from sdenv.generate import (
+from sdenv.runtime.errors import (
     Fp8Unavailable,
     InsufficientMemory,
     ModelLayoutError,
     PickleRefused,
-    check_memory,
-    check_model_dir,
-    generate,
-    load_pipeline,
-    plan_memory,
-    resolve_mode,
 )
+from sdenv.runtime.generate import generate, load_pipeline, resolve_mode
+from sdenv.runtime.memory import check_memory, plan_memory
+from sdenv.runtime.modelfiles import check_model_dir
 
 pytestmark = pytest.mark.runtime  # diffusers, transformers, torch: the runtime env's
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sdenv.tinymodel import make_tiny_model
+    from sdenv.runtime.tinymodel import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sd3")
 
@@ -118,7 +115,10 @@ def test_truncated_weights_and_missing_shard(copy: Path) -> None:
 
 def test_memory_checked_before_the_load(tiny: Path) -> None:
     layout = check_model_dir(tiny)
-    off, fp8 = plan_memory(layout, "off"), plan_memory(layout, "emulated")
+    off, fp8 = (
+        plan_memory(layout.param_counts(), "off"),
+        plan_memory(layout.param_counts(), "emulated"),
+    )
     assert off.weights_bytes == 2 * layout.total_params()
     assert fp8.weights_bytes < off.weights_bytes  # transformer matrices in one byte
     check_memory(off, off.needed_bytes, "cuda")
@@ -170,7 +170,7 @@ def test_generate_cli_json(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_model_check_on_a_given_model_dir(tiny: Path) -> None:
-    from sdenv.generate import model_check, parse_check_output
+    from sdenv.runtime.check import model_check, parse_check_output
 
     report = model_check("emulated", tiny, steps=1)
     assert report["ok"] and report["fp8_ok"] and report["model"] == str(tiny)
@@ -187,7 +187,7 @@ def test_static_fp8_calibrates_once_stores_beside_the_model_and_checks_the_file(
     beside the transformer, the next one reuses them; elsewhere one line says why it cannot run."""
     import torch
 
-    from sdenv.fp8_static import load_scales, try_rowwise_scaled_mm
+    from sdenv.runtime.fp8_static import load_scales, try_rowwise_scaled_mm
 
     runs, why = try_rowwise_scaled_mm(torch, "cpu")
     if not runs:
@@ -206,7 +206,7 @@ def test_static_fp8_calibrates_once_stores_beside_the_model_and_checks_the_file(
     assert again.fp8["calibrated_now"] is False and again.finite
     # Scales of another model (names that do not match) and a broken file: one line each.
     other = tmp_path / "other.safetensors"
-    from sdenv.fp8_static import save_scales
+    from sdenv.runtime.fp8_static import save_scales
 
     save_scales(other, {"not.a.layer": 1.0}, {})
     with pytest.raises(UsageError, match=r"made for another model"):

@@ -163,7 +163,7 @@ def test_bad_path_or_value_is_one_line_exit_2(
 
 
 def test_model_size_multiple_comes_from_the_model_config(tmp_path: Path) -> None:
-    from sdenv.generate import check_size, size_multiple
+    from sdenv.runtime.modelfiles import check_size, size_multiple
 
     assert size_multiple(tmp_path) == 16  # SD3.5's 8x VAE and patch 2 when configs are absent
     (tmp_path / "vae").mkdir()

@@ -4,9 +4,9 @@ Four parts, in this order, each pass / fail / skip with its reasons:
 1. probe - GPU, driver, arch, FP8 verdict (``sdenv.probe``), before the model check loads;
 2. drift - installed distributions against the lock, files against their RECORD (``sdenv.drift``);
 3. smoke - functional checks of the stack (``sdenv.smoke``);
-4. model - a tiny SD3.5-shaped pipeline made on the spot (``sdenv.tinymodel``), loaded by the
-   deployment loader (``sdenv.generate``) in the FP8 mode the probe chose, two steps run: finite
-   image, FP8 storage where the mode says so, timings.
+4. model - a tiny SD3.5-shaped pipeline made on the spot (``sdenv.runtime.tinymodel``), loaded by
+   the deployment loader (``sdenv.runtime.generate``) in the FP8 mode the probe chose, two steps
+   run: finite image, FP8 storage where the mode says so, timings.
 
 Parts 2-4 are subprocesses of the target interpreter and run concurrently: drift and smoke from
 the start, the model check as soon as the probe has chosen its mode. Exit 0 only when every
@@ -361,9 +361,9 @@ def model_part(
 ) -> Part:
     if mode is None:
         return Part("model", "fail" if why == NO_TORCH else "skip", reasons=[why])
-    from sdenv.generate import parse_check_output
+    from sdenv.runtime.check import parse_check_output
 
-    args = ["-m", "sdenv.generate", "check", "--mode", mode]
+    args = ["-m", "sdenv.runtime.check", "--mode", mode]
     if model is not None:
         args += ["--model", str(model.resolve())]
     t0 = time.perf_counter()

@@ -13,7 +13,7 @@ from sdenv.errors import UsageError
 
 
 def register(subparsers: Any) -> None:
-    from sdenv.bench import ATTENTION_BACKENDS, MODES
+    from sdenv.runtime.bench import ATTENTION_BACKENDS, MODES
 
     p = subparsers.add_parser(
         "bench",
@@ -82,7 +82,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sdenv.bench import BenchConfig, run_bench
+    from sdenv.runtime.bench import BenchConfig, run_bench
 
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     if args.output is not None and args.output.is_dir():

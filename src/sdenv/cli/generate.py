@@ -52,7 +52,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sdenv.generate import generate
+    from sdenv.runtime.generate import generate
 
     result = generate(
         args.model,

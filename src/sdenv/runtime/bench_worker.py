@@ -1,9 +1,10 @@
-"""One ``sdenv bench`` measurement in its own process: ``python -m sdenv._bench_worker REQ RES``.
+"""One ``sdenv bench`` measurement in its own process.
 
-REQ is a JSON request written by ``sdenv.bench``: ``{"kind": "info"}`` (what this box has) or
-``{"kind": "mode", ...}`` (build the SD3.5 transformer, apply one mode, time it). The answer goes
-to the file RES as JSON; failures become ``{"status": "error", "reason": ...}`` there, so the
-harness records them as data. torch, diffusers and torchao are imported here only.
+``python -m sdenv.runtime.bench_worker REQ RES``: REQ is a JSON request written by
+``sdenv.runtime.bench``: ``{"kind": "info"}`` (what this box has) or ``{"kind": "mode", ...}``
+(build the SD3.5 transformer, apply one mode, time it). The answer goes to the file RES as JSON;
+failures become ``{"status": "error", "reason": ...}`` there, so the harness records them as
+data. torch, diffusers and torchao are imported here only.
 """
 
 from __future__ import annotations
@@ -102,8 +103,8 @@ def info() -> dict[str, Any]:
 
 
 def _try_rowwise_scaled_mm(torch: Any) -> dict[str, Any]:
-    """fp8-static's one requirement, tried on the bench's device (``sdenv.fp8_static``)."""
-    from sdenv.fp8_static import try_rowwise_scaled_mm
+    """fp8-static's one requirement, tried on the bench's device (``sdenv.runtime.fp8_static``)."""
+    from sdenv.runtime.fp8_static import try_rowwise_scaled_mm
 
     ok, error = try_rowwise_scaled_mm(torch, "cuda" if torch.cuda.is_available() else "cpu")
     return {"scaled_mm_rowwise": ok, "scaled_mm_rowwise_error": error}
@@ -177,7 +178,7 @@ CALIBRATION_TIMESTEPS = (950.0, 700.0, 300.0, 50.0)
 
 
 def _calibrate_static(req: dict[str, Any], model: Any, device: Any) -> dict[str, Any]:
-    from sdenv import fp8_static
+    from sdenv.runtime import fp8_static
 
     def run() -> None:
         for i, t in enumerate(CALIBRATION_TIMESTEPS):
@@ -191,7 +192,7 @@ def _calibrate_static(req: dict[str, Any], model: Any, device: Any) -> dict[str,
         fp8_static.save_scales(Path(req["save_scales"]), amax, about)
     layers = fp8_static.apply_static(model, amax)
     return {
-        "quantizer": "sdenv.fp8_static (row-wise weights, calibrated per-tensor activations)",
+        "quantizer": "sdenv.runtime.fp8_static (row-wise weights, calibrated activation scales)",
         "calibration_inputs": len(CALIBRATION_TIMESTEPS),
         "calibrate_s": round(calibrate_s, 3),
         "fp8_layers": layers,
@@ -272,7 +273,7 @@ def _attention(backend: str) -> Iterator[None]:
 def _profile(fwd: Callable[[], Any], sync: Callable[[], None], steps: int) -> dict[str, Any]:
     from torch.profiler import ProfilerActivity, profile
 
-    from sdenv.bench import profile_breakdown
+    from sdenv.runtime.bench import profile_breakdown
 
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
@@ -413,7 +414,9 @@ def run_mode(req: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m sdenv._bench_worker REQUEST.json RESULT.json", file=sys.stderr)
+        print(
+            "usage: python -m sdenv.runtime.bench_worker REQUEST.json RESULT.json", file=sys.stderr
+        )
         return 2
     req = json.loads(Path(argv[0]).read_text())
     try:

@@ -1,6 +1,6 @@
 """A tiny Stable Diffusion 3.5 pipeline made locally: same classes and layout as the real one.
 
-``sdenv verify`` loads it with the deployment loader (``sdenv.generate``) to prove the whole
+``sdenv verify`` loads it with the deployment loader (``sdenv.runtime.generate``) to prove the whole
 stack - tokenizers, text encoders, the SD3 transformer with qk_norm and dual attention, the
 16-channel VAE, safetensors, FP8 transforms - works in this environment, without any hub access
 and without gigabytes of weights. Everything here is built from scratch: the tokenizers are trained
@@ -296,10 +296,10 @@ def make_tiny_model(dest: Path, spec: TinySpec = TinySpec()) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sdenv.tinymodel DEST``: write the tiny pipeline (used on boxes without sdenv)."""
+    """``python -m sdenv.runtime.tinymodel DEST``: write the tiny pipeline (boxes without sdenv)."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m sdenv.tinymodel DEST", file=sys.stderr)
+        print("usage: python -m sdenv.runtime.tinymodel DEST", file=sys.stderr)
         return 2
     print(make_tiny_model(Path(args[0])))
     return 0

@@ -1,10 +1,10 @@
 """``sdenv bench``: does FP8 pay on this GPU? Per-step latency, memory and error, per mode.
 
-The harness is stdlib-only: it asks a worker process (``sdenv._bench_worker``) what the box has,
-decides which modes may run (the probe's FP8 verdict), then runs each mode in its own process so
-that one mode's allocations, compiled graphs and CUDA context never colour the next one's figures.
-The worker talks JSON through two files (request in, result out) because diffusers, torch and
-inductor all print to stdout/stderr.
+The harness is stdlib-only: it asks a worker process (``sdenv.runtime.bench_worker``) what the
+box has, decides which modes may run (the probe's FP8 verdict), then runs each mode in its own
+process so that one mode's allocations, compiled graphs and CUDA context never colour the next
+one's figures. The worker talks JSON through two files (request in, result out) because
+diffusers, torch and inductor all print to stdout/stderr.
 
 Everything that turns figures into a verdict (statistics, ratios, the recommendation, the kernel
 categories of a profile) is a pure function here, tested on recorded numbers
@@ -454,7 +454,7 @@ def _call_worker(
     # The worker must import this very sdenv, also when it runs from a source tree.
     src = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-    cmd = [python, "-m", "sdenv._bench_worker", str(req_path), str(res_path)]
+    cmd = [python, "-m", "sdenv.runtime.bench_worker", str(req_path), str(res_path)]
     try:
         # Worker chatter (diffusers, inductor) goes to our stderr: stdout stays clean for --json.
         proc = _cleanup.run(cmd, env=env, timeout=timeout_s, stdout=2)
