@@ -34,7 +34,7 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def locked(index: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A lock (and its pylock) written by `sdenv lock` for this Python, no import proof."""
     from sdenv import lock as locking
-    from sdenv.spec import load_spec
+    from sdenv.lock.spec import load_spec
     from test_lock import write_spec
 
     tmp = tmp_path_factory.mktemp("locked")

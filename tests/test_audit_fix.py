@@ -12,7 +12,7 @@ import pytest
 
 from osv_server import OsvServer, advisory
 from sdenv.cli import main
-from sdenv.lockfile import read_lockfile
+from sdenv.lock.lockfile import read_lockfile
 
 HOST = f"{sys.version_info[0]}.{sys.version_info[1]}"
 

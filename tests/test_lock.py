@@ -22,9 +22,10 @@ from pypi_index import (
 )
 from sdenv import lock as core
 from sdenv.cli import main
-from sdenv.lockfile import read_lockfile
-from sdenv.resolve import ResolveInput, resolve
-from sdenv.spec import load_spec
+from sdenv.lock import checks
+from sdenv.lock.lockfile import read_lockfile
+from sdenv.lock.resolve import ResolveInput, resolve
+from sdenv.lock.spec import load_spec
 
 HOST = f"{sys.version_info[0]}.{sys.version_info[1]}"
 # The smoke checks the fake stack can answer (the rest need real tensors).
@@ -200,7 +201,7 @@ def test_search_bisects_culprits_and_learns_rules(index: str, tmp_path: Path) ->
     assert 'require = { diffusers = "<0.36.0" }' in learned
     assert 'require = { transformers = "<5.23.0" }' in learned
     assert 'when = { torch = "==2.4.*" }' in learned
-    from sdenv.checks import parse_rules
+    from sdenv.lock.checks import parse_rules
 
     assert len(parse_rules(learned)) == 2  # valid rules.toml syntax
     assert any("learned by --search" in c for c in read_lockfile(result.path).get_all("constraint"))
@@ -216,7 +217,7 @@ def test_unverifiable_target_is_written_marked_unverified(index: str, tmp_path: 
 def test_pip_tools_gives_the_same_pins_for_the_host_python(index: str, tmp_path: Path) -> None:
     spec = load_spec(write_spec(tmp_path, index))
     target = spec.targets[0]
-    inputs = core.base_inputs(spec, target, list(core.checks.default_rules()))
+    inputs = core.base_inputs(spec, target, list(checks.default_rules()))
     # The constraints uv's checks end with (here given up front, as a re-lock would).
     cons = (
         *inputs.constraint_lines(),

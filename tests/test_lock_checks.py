@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from pypi_index import ARCHS_CU121, Dist, build_wheel, serve, xformers_dist
-from sdenv import checks, wheelmeta
-from sdenv.checks import CppLib, Rule
 from sdenv.errors import UsageError
+from sdenv.lock import checks, wheelmeta
+from sdenv.lock.checks import CppLib, Rule
 
 # docs/evidence.md#E-xformers-cpp-lib: what the wheels' xformers/cpp_lib.json say.
 CPP_0028 = CppLib("2.4.1+cu121", 1201, "6.0+PTX 7.0 7.5 8.0+PTX 9.0a")

@@ -11,8 +11,8 @@ import pytest
 from packaging.pylock import Pylock, is_valid_pylock_path
 
 from sdenv import lock as locking
-from sdenv.lockfile import read_lockfile
-from sdenv.pylock import (
+from sdenv.lock.lockfile import read_lockfile
+from sdenv.lock.pylock import (
     LockedFile,
     disagreement,
     main,
@@ -20,7 +20,7 @@ from sdenv.pylock import (
     read_pylock,
     render_pylock,
 )
-from sdenv.spec import load_spec
+from sdenv.lock.spec import load_spec
 from sdenv.venv import run_uv
 from test_lock import write_spec
 

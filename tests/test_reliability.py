@@ -26,8 +26,8 @@ from pypi_index import Dist, build_index, sd_stack, serve
 from sdenv import _cleanup, audit
 from sdenv import lock as core
 from sdenv.cli import main
-from sdenv.lockfile import Pin, make_lockfile, read_lockfile, render_lockfile
-from sdenv.spec import load_spec
+from sdenv.lock.lockfile import Pin, make_lockfile, read_lockfile, render_lockfile
+from sdenv.lock.spec import load_spec
 from test_lock import HOST, opts, write_spec
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -288,8 +288,8 @@ def test_no_target_for_the_python_is_a_usage_error(
 
 
 def test_uv_failure_text_is_kept_whole(tmp_path: Path) -> None:
-    from sdenv.resolve import ResolveError, ResolveInput, resolve
-    from sdenv.spec import Target
+    from sdenv.lock.resolve import ResolveError, ResolveInput, resolve
+    from sdenv.lock.spec import Target
 
     cp399 = Dist("newpy", "1.0", (), {"newpy/__init__.py": ""}, "cp399-cp399-manylinux_2_28_x86_64")
     with serve(build_index([cp399], tmp_path)) as url, pytest.raises(ResolveError) as info:

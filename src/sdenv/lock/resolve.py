@@ -24,8 +24,8 @@ from packaging.utils import canonicalize_name
 from sdenv import _cleanup
 from sdenv._cleanup import throwaway_dir
 from sdenv.errors import SdenvError
-from sdenv.lockfile import Pin
-from sdenv.spec import Target
+from sdenv.lock.lockfile import Pin
+from sdenv.lock.spec import Target
 from sdenv.venv import uv_bin, uv_env
 
 RESOLVERS = ("uv", "pip-tools")
