@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from packaging.pylock import Pylock, is_valid_pylock_path
 
+from helpers.specs import write_spec
 from sdenv import lock as locking
 from sdenv.lock.lockfile import read_lockfile
 from sdenv.lock.pylock import (
@@ -22,7 +23,6 @@ from sdenv.lock.pylock import (
 )
 from sdenv.lock.spec import load_spec
 from sdenv.venv import run_uv
-from test_lock import write_spec
 
 if sys.version_info >= (3, 11):
     import tomllib

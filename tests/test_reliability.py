@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.specs import HOST, lock_options, write_spec
 from osv_server import OsvServer, advisory
 from pypi_index import Dist, build_index, sd_stack, serve
 from sdenv import _cleanup, audit
@@ -28,14 +29,12 @@ from sdenv import lock as core
 from sdenv.cli import main
 from sdenv.lock.lockfile import Pin, make_lockfile, read_lockfile, render_lockfile
 from sdenv.lock.spec import load_spec
-from test_lock import HOST, opts, write_spec
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 @pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SDENV_CACHE_DIR", str(tmp_path / "sdenv-cache"))
+def _private_cache(private_cache: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("COLUMNS", raising=False)
 
 
@@ -201,7 +200,7 @@ def locked(index: str, tmp_path: Path) -> tuple[Path, Path, Path]:
     """An env locked for real (no proof: the checks here are about --check), and its lock."""
     (tmp_path / "envs").mkdir()
     spec = load_spec(write_spec(tmp_path / "envs", index))
-    result = core.lock_target(spec, spec.targets[0], opts(tmp_path / "locks", verify=False))
+    result = core.lock_target(spec, spec.targets[0], lock_options(tmp_path / "locks", verify=False))
     assert result.status == "written", result.message
     return tmp_path / "envs", tmp_path / "locks", result.path
 
@@ -287,24 +286,10 @@ def test_no_target_for_the_python_is_a_usage_error(
     assert not (tmp_path / "locks").exists()
 
 
-def test_uv_failure_text_is_kept_whole(tmp_path: Path) -> None:
-    from sdenv.lock.resolve import ResolveError, ResolveInput, resolve
-    from sdenv.lock.spec import Target
-
-    cp399 = Dist("newpy", "1.0", (), {"newpy/__init__.py": ""}, "cp399-cp399-manylinux_2_28_x86_64")
-    with serve(build_index([cp399], tmp_path)) as url, pytest.raises(ResolveError) as info:
-        resolve(Target("demo", HOST, "linux_x86_64"), ResolveInput(("newpy",), (), (url,)))
-    message = str(info.value)
-    assert "\n" not in message
-    # uv's own hint, which names the fix, is no longer dropped.
-    assert f"hint: You require CPython {HOST}" in message
-    assert "we only found wheels for `newpy` (v1.0)" in message
-
-
 def test_conflict_from_a_shipped_rule_names_the_rule(index: str, tmp_path: Path) -> None:
     reqs = {"torch": ">=2.4,<2.5", "diffusers": ">=0.36", "transformers": "<5"}
     spec = load_spec(write_spec(tmp_path, index, reqs))
-    result = core.lock_target(spec, spec.targets[0], opts(tmp_path / "l", verify=False))
+    result = core.lock_target(spec, spec.targets[0], lock_options(tmp_path / "l", verify=False))
     assert result.status == "failed"
     assert "found no solution" in result.message
     assert "diffusers<0.36 from rule diffusers-torch-accelerator" in result.message
