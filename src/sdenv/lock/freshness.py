@@ -70,11 +70,11 @@ def check_target(spec: EnvSpec, target: Target, opts: LockOptions) -> TargetResu
     try:
         lock = read_lockfile(path)
     except LockfileError as exc:
-        return result.fail("stale", f"{exc}")
+        return result.done("stale", f"{exc}")
     result.pins = lock.versions()
     why = _stale_on_its_face(lock, spec, target, path)
     if why:
-        return result.fail("stale", why)
+        return result.done("stale", why)
     rules = opts.rule_set()
     inputs = base_inputs(spec, target, rules)
     inputs.constraints += [c for c in constraints_from_header(lock) if c not in inputs.constraints]
@@ -82,16 +82,16 @@ def check_target(spec: EnvSpec, target: Target, opts: LockOptions) -> TargetResu
     try:
         checked = resolve_and_check(spec, target, inputs, fixed, rules, lock.pins)
     except (ResolveError, LockError) as exc:
-        return result.fail("stale", f"{path}: no longer resolves: {exc}")
+        return result.done("stale", f"{path}: no longer resolves: {exc}")
     result.changes = pin_changes(lock.versions(), checked.resolution.versions())
     if result.changes:
-        return result.fail(
+        return result.done(
             "stale",
             f"{path}: a fresh resolve differs in {len(result.changes)} pins; "
             f"run `sdenv lock {spec.name}`",
         )
     why = _stale_after_resolve(lock, spec, target, checked, path)
-    return result.fail("stale", why) if why else result
+    return result.done("stale", why) if why else result
 
 
 def check_env(spec: EnvSpec, opts: LockOptions) -> list[TargetResult]:

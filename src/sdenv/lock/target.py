@@ -50,7 +50,8 @@ class TargetResult:
     def ok(self) -> bool:
         return self.status not in ("failed", "stale")
 
-    def fail(self, status: str, message: str) -> TargetResult:
+    def done(self, status: str, message: str) -> TargetResult:
+        """This result, ended with ``status`` (failed, stale) and why."""
         self.status, self.message = status, message
         return self
 
@@ -168,7 +169,7 @@ def _write(
     try:
         py_text = render_pylock(lock, index_files(lock.pins, [i.url for i in spec.indexes]))
     except LockfileError as exc:
-        return result.fail("failed", f"{target.slug}: {exc}")
+        return result.done("failed", f"{target.slug}: {exc}")
     from sdenv._fs import write_atomic
 
     if not same_txt:
@@ -186,16 +187,16 @@ def lock_target(spec: EnvSpec, target: Target, opts: LockOptions) -> TargetResul
     try:
         checked = _resolve_keeping(spec, target, inputs, old, opts, rules)
     except (ResolveError, LockError) as exc:
-        return result.fail("failed", str(exc))
+        return result.done("failed", str(exc))
     result.resolver = checked.resolution.resolver
     result.resolve_seconds = checked.resolution.seconds
     _record(result, checked, old)
     if not checked.ok:
         bad = [c for c in checked.checks if not c.ok]
-        return result.fail("failed", f"{target.slug}: " + "; ".join(c.line() for c in bad))
+        return result.done("failed", f"{target.slug}: " + "; ".join(c.line() for c in bad))
     checked, result.proof = _prove(spec, inputs, checked, opts, rules, result, old)
     if not result.proof.ok:
-        return result.fail("failed", _proof_failed(target, result.proof, opts))
+        return result.done("failed", _proof_failed(target, result.proof, opts))
     return _write(spec, checked, result.proof, opts, result)
 
 
