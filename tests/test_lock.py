@@ -247,3 +247,18 @@ def test_cli_rules_file_replaces_the_shipped_rules_and_is_recorded(
     assert lock.get("rules") == str(empty)
     assert lock.versions()["diffusers"] == "0.42.1"  # nothing bounded it
     assert not [c for c in lock.get_all("constraint") if "rule " in c]
+
+
+def test_the_interface_loads_its_names_on_first_use_only() -> None:
+    # Every command reads specs and locks: that must not import the resolver, index client and
+    # checks behind `sdenv.lock`'s names.
+    code = (
+        "import sys, sdenv.lock.spec, sdenv.lock.lockfile; "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('sdenv.lock'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["sdenv.lock", "sdenv.lock.lockfile", "sdenv.lock.spec"]
+    for name in core.__all__:
+        assert getattr(core, name).__module__.startswith("sdenv.lock."), name
+    with pytest.raises(AttributeError, match="has no attribute 'lock_everything'"):
+        core.lock_everything  # noqa: B018
