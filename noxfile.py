@@ -29,8 +29,8 @@ NOT_ONLINE = "not online and not docker and not gpu"
 
 def runtime_python() -> Path:
     """The interpreter of the default env's synced runtime (`make install` runs `sdenv sync`)."""
-    from sdenv.pylock import read_any_lock
-    from sdenv.spec import DEFAULT_ENV
+    from sdenv.lock.pylock import read_any_lock
+    from sdenv.lock.spec import DEFAULT_ENV
     from sdenv.sync import default_venv, lock_for_env
 
     lock = lock_for_env(os.environ.get("RUNTIME_ENV", DEFAULT_ENV))

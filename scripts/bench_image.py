@@ -32,8 +32,8 @@ from typing import Any
 
 from sdenv import image as im
 from sdenv._fs import write_atomic
-from sdenv.lockfile import Pin, read_lockfile, write_lockfile
-from sdenv.spec import DEFAULT_ENV, load_spec
+from sdenv.lock.lockfile import Pin, read_lockfile, write_lockfile
+from sdenv.lock.spec import DEFAULT_ENV, load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_REPO = "sdenv-bench"

@@ -24,10 +24,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from sdenv import checks  # noqa: E402
-from sdenv.lock import base_inputs  # noqa: E402
-from sdenv.resolve import uv_version  # noqa: E402
-from sdenv.spec import DEFAULT_ENV, load_spec  # noqa: E402
+from sdenv.lock import base_inputs, checks  # noqa: E402
+from sdenv.lock.resolve import uv_version  # noqa: E402
+from sdenv.lock.spec import DEFAULT_ENV, load_spec  # noqa: E402
 from sdenv.venv import uv_bin, uv_env  # noqa: E402
 
 SDENV = str(Path(sys.executable).parent / "sdenv")

@@ -44,7 +44,7 @@ def _box_lock(dest: Path) -> Path:
     hashes, so the work timed is the real work of a verify on a box installed from a lock.
     """
     from sdenv.drift import take_inventory
-    from sdenv.lockfile import Pin, make_lockfile, write_lockfile
+    from sdenv.lock.lockfile import Pin, make_lockfile, write_lockfile
 
     inv = take_inventory(check_files=False)
     pins = [Pin(d.name, d.version, ("sha256:" + "0" * 64,)) for d in inv.dists]

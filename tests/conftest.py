@@ -33,9 +33,9 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def locked(index: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A lock (and its pylock) written by `sdenv lock` for this Python, no import proof."""
+    from helpers.specs import write_spec
     from sdenv import lock as locking
-    from sdenv.spec import load_spec
-    from test_lock import write_spec
+    from sdenv.lock.spec import load_spec
 
     tmp = tmp_path_factory.mktemp("locked")
     spec = load_spec(write_spec(tmp, index))
@@ -43,6 +43,12 @@ def locked(index: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = locking.lock_target(spec, spec.targets[0], opts)
     assert result.status == "written", result.message
     return result.path
+
+
+@pytest.fixture
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sdenv's wheel-metadata cache in this test's tmp dir: no test sees another's reads."""
+    monkeypatch.setenv("SDENV_CACHE_DIR", str(tmp_path / "sdenv-cache"))
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import pytest
 from osv_server import OsvServer, advisory
 from sdenv import audit
 from sdenv.cli import main
-from sdenv.lockfile import Pin, make_lockfile, render_lockfile
-from sdenv.spec import load_spec
+from sdenv.lock.lockfile import Pin, make_lockfile, render_lockfile
+from sdenv.lock.spec import load_spec
 
 TODAY = dt.date(2026, 11, 21)
 

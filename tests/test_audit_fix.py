@@ -4,43 +4,15 @@ server, and the lock engine's dry-run re-lock deciding which bumps fit."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from helpers.specs import STACK_REQS, write_spec
 from osv_server import OsvServer, advisory
 from sdenv.cli import main
-from sdenv.lockfile import read_lockfile
-
-HOST = f"{sys.version_info[0]}.{sys.version_info[1]}"
-
-
-def write_spec(dest: Path, url: str, diffusers: str) -> Path:
-    path = dest / "demo.toml"
-    path.write_text(
-        "\n".join(
-            [
-                "[env]",
-                'name = "demo"',
-                f'pythons = ["{HOST}"]',
-                'platforms = ["linux_x86_64"]',
-                'cuda = "cu121"',
-                'compute_capabilities = ["8.0", "8.6", "8.9", "9.0"]',
-                "[[indexes]]",
-                'name = "local"',
-                f'url = "{url}"',
-                "[requirements]",
-                'torch = ">=2.4,<2.5"',
-                'xformers = ""',
-                f'diffusers = "{diffusers}"',
-                'transformers = ""',
-            ]
-        )
-        + "\n"
-    )
-    return path
+from sdenv.lock.lockfile import read_lockfile
 
 
 def publish(adv: Path, *records: dict[str, Any]) -> None:
@@ -56,11 +28,11 @@ def test_fix_on_a_local_index(
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     locks = tmp_path / "locks"
-    spec = write_spec(tmp_path, index, "<0.35")
+    spec = write_spec(tmp_path, index, {**STACK_REQS, "diffusers": "<0.35"})
     assert main(["lock", str(spec), "--lock-dir", str(locks), "--no-verify"]) == 0
     (path,) = locks.glob("*.txt")
     assert read_lockfile(path).versions()["diffusers"] == "0.34.0"
-    write_spec(tmp_path, index, ">=0.31")  # the spec allows newer now; the lock still pins 0.34.0
+    write_spec(tmp_path, index, STACK_REQS)  # the spec allows newer now; the lock still pins 0.34.0
     publish(
         tmp_path / "adv",
         advisory("PYSEC-T", "torch", ranges=[("0", "2.6.0")]),  # the spec keeps torch < 2.5

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sdenv.drift import InstalledDist, Inventory, check_drift, compare, take_inventory
-from sdenv.lockfile import Pin, make_lockfile, read_lockfile, write_lockfile
+from sdenv.lock.lockfile import Pin, make_lockfile, read_lockfile, write_lockfile
 from sdenv.venv import install, run_uv
 
 DEMO = "sdenv-drift-demo"

@@ -33,7 +33,7 @@ from sdenv.fleet.rows import (
     row_from_payload,
     summarize,
 )
-from sdenv.spec import load_spec
+from sdenv.lock.spec import load_spec
 from sdenv.venv import install, run_uv
 
 K8S_VERSION = "1.30.0"  # the oldest minor still in upstream support when this was written

@@ -14,8 +14,8 @@ import pytest
 
 from sdenv import image as im
 from sdenv.cli import main
-from sdenv.lockfile import Pin, make_lockfile
-from sdenv.spec import load_spec
+from sdenv.lock.lockfile import Pin, make_lockfile
+from sdenv.lock.spec import load_spec
 
 H = "sha256:" + "a" * 64
 ENVS = Path(__file__).resolve().parents[1] / "envs"

@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 
 from sdenv import image as im
-from sdenv.lockfile import Pin, make_lockfile, read_lockfile, write_lockfile
-from sdenv.spec import load_spec
+from sdenv.lock.lockfile import Pin, make_lockfile, read_lockfile, write_lockfile
+from sdenv.lock.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.specs import STACK_REQS, lock_options, write_spec
 from pypi_index import (
     RUNTIME_121,
     build_index,
@@ -22,57 +23,15 @@ from pypi_index import (
 )
 from sdenv import lock as core
 from sdenv.cli import main
-from sdenv.lockfile import read_lockfile
-from sdenv.resolve import ResolveInput, resolve
-from sdenv.spec import load_spec
+from sdenv.lock.lockfile import read_lockfile
+from sdenv.lock.spec import load_spec
 
-HOST = f"{sys.version_info[0]}.{sys.version_info[1]}"
-# The smoke checks the fake stack can answer (the rest need real tensors).
-SMOKE = ("torch", "xformers", "diffusers", "transformers")
-STACK_REQS = {"torch": ">=2.4,<2.5", "xformers": "", "diffusers": ">=0.31", "transformers": ""}
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SDENV_CACHE_DIR", str(tmp_path / "sdenv-cache"))
-
-
-def write_spec(
-    dest: Path,
-    url: str,
-    reqs: dict[str, str] | None = None,
-    *,
-    name: str = "demo",
-    pythons: tuple[str, ...] = (HOST,),
-    cuda: str = "cu121",
-    ccs: tuple[str, ...] = ("8.0", "8.6", "8.9", "9.0"),
-) -> Path:
-    reqs = STACK_REQS if reqs is None else reqs
-    lines = [
-        "[env]",
-        f'name = "{name}"',
-        f"pythons = {json.dumps(list(pythons))}",
-        'platforms = ["linux_x86_64"]',
-        f'cuda = "{cuda}"',
-        f"compute_capabilities = {json.dumps(list(ccs))}",
-        "[[indexes]]",
-        'name = "local"',
-        f'url = "{url}"',
-        "[requirements]",
-        *(f'{k} = "{v}"' for k, v in reqs.items()),
-    ]
-    path = dest / f"{name}.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def opts(lock_dir: Path, **kw: object) -> core.LockOptions:
-    return core.LockOptions(lock_dir=lock_dir, smoke_checks=SMOKE, **kw)  # type: ignore[arg-type]
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def test_lock_fixes_rules_and_xformers_proves_and_writes(index: str, tmp_path: Path) -> None:
     spec = load_spec(write_spec(tmp_path, index))
-    result = core.lock_target(spec, spec.targets[0], opts(tmp_path / "locks"))
+    result = core.lock_target(spec, spec.targets[0], lock_options(tmp_path / "locks"))
     assert result.status == "written", result.message
     # Rules (torch < 2.6) bound diffusers and transformers; the loosely pinned xformers 0.0.35
     # (built for torch 2.6) was replaced by the one whose cpp_lib.json says torch 2.4.1.
@@ -110,7 +69,7 @@ def test_lock_fixes_rules_and_xformers_proves_and_writes(index: str, tmp_path: P
 
 def test_relock_is_byte_identical(index: str, tmp_path: Path) -> None:
     spec = load_spec(write_spec(tmp_path, index))
-    o = opts(tmp_path / "locks", verify=False)
+    o = lock_options(tmp_path / "locks", verify=False)
     first = core.lock_target(spec, spec.targets[0], o)
     text = first.path.read_bytes()
     second = core.lock_target(spec, spec.targets[0], o)
@@ -123,7 +82,7 @@ def test_relock_is_byte_identical(index: str, tmp_path: Path) -> None:
 def test_cuda_mismatch_fails_and_writes_nothing(index: str, tmp_path: Path) -> None:
     # A non-PyPI index gets no torch/CUDA bound: the newest fake torch pins the 12.4 runtime.
     spec = load_spec(write_spec(tmp_path, index, {"torch": ">=2.4"}))
-    result = core.lock_target(spec, spec.targets[0], opts(tmp_path / "locks"))
+    result = core.lock_target(spec, spec.targets[0], lock_options(tmp_path / "locks"))
     assert result.status == "failed"
     assert "built for cu124" in result.message and "wants cu121" in result.message
     assert "nvidia-cuda-runtime-cu12==12.4.127" in result.message
@@ -142,7 +101,7 @@ def test_cuda_from_local_version_tag(tmp_path: Path) -> None:
     )
     with serve(root) as url:
         spec = load_spec(write_spec(tmp_path, url, {"torch": ">=2.5"}))
-        result = core.lock_target(spec, spec.targets[0], opts(tmp_path / "l", verify=False))
+        result = core.lock_target(spec, spec.targets[0], lock_options(tmp_path / "l", verify=False))
     assert result.status == "written", result.message
     cuda = next(c for c in result.checks if c.name == "cuda-variant")
     assert cuda.status == "pass" and "torch 2.5.1+cu121" in cuda.detail
@@ -161,7 +120,7 @@ def test_xformers_without_a_matching_build_fails_naming_the_pair(tmp_path: Path)
     )
     with serve(root) as url:
         spec = load_spec(write_spec(tmp_path, url, {"torch": ">=2.4", "xformers": ""}))
-        result = core.lock_target(spec, spec.targets[0], opts(tmp_path / "l"))
+        result = core.lock_target(spec, spec.targets[0], lock_options(tmp_path / "l"))
     assert result.status == "failed"
     assert "xformers 0.0.35 was built for torch 2.6.0+cu124" in result.message
     assert "torch 2.4.1" in result.message and "no xformers release" in result.message
@@ -170,7 +129,7 @@ def test_xformers_without_a_matching_build_fails_naming_the_pair(tmp_path: Path)
 
 def test_gpu_coverage_gap_fails(index: str, tmp_path: Path) -> None:
     spec = load_spec(write_spec(tmp_path, index, ccs=("8.9", "12.0")))
-    result = core.lock_target(spec, spec.targets[0], opts(tmp_path / "l", verify=False))
+    result = core.lock_target(spec, spec.targets[0], lock_options(tmp_path / "l", verify=False))
     assert result.status == "failed"
     assert "gpu-coverage" in result.message and "12.0" in result.message
     assert "Blackwell needs cu128" in result.message
@@ -180,7 +139,7 @@ def test_failed_proof_is_not_written_and_names_culprits(index: str, tmp_path: Pa
     # No rules: the naive set in miniature (diffusers 0.42.1 + transformers 5 on 2.4.1;
     # docs/evidence.md#E-naive-resolve).
     spec = load_spec(write_spec(tmp_path, index))
-    result = core.lock_target(spec, spec.targets[0], opts(tmp_path / "l", rules=()))
+    result = core.lock_target(spec, spec.targets[0], lock_options(tmp_path / "l", rules=()))
     assert result.status == "failed"
     assert result.pins["diffusers"] == "0.42.1" and result.pins["transformers"] == "5.23.0"
     assert result.proof.status == "failed"
@@ -190,59 +149,11 @@ def test_failed_proof_is_not_written_and_names_culprits(index: str, tmp_path: Pa
     assert not result.path.exists()
 
 
-def test_search_bisects_culprits_and_learns_rules(index: str, tmp_path: Path) -> None:
-    spec = load_spec(write_spec(tmp_path, index))
-    result = core.lock_target(spec, spec.targets[0], opts(tmp_path / "l", rules=(), search=True))
-    assert result.status == "written", result.message
-    assert result.pins["diffusers"] == "0.35.2"
-    assert result.pins["transformers"] == "4.57.6"
-    learned = "\n".join(result.learned)
-    assert 'require = { diffusers = "<0.36.0" }' in learned
-    assert 'require = { transformers = "<5.23.0" }' in learned
-    assert 'when = { torch = "==2.4.*" }' in learned
-    from sdenv.checks import parse_rules
-
-    assert len(parse_rules(learned)) == 2  # valid rules.toml syntax
-    assert any("learned by --search" in c for c in read_lockfile(result.path).get_all("constraint"))
-
-
 def test_unverifiable_target_is_written_marked_unverified(index: str, tmp_path: Path) -> None:
     spec = load_spec(write_spec(tmp_path, index, pythons=("3.14",)))
-    result = core.lock_target(spec, spec.targets[0], opts(tmp_path / "l"))
+    result = core.lock_target(spec, spec.targets[0], lock_options(tmp_path / "l"))
     assert result.status == "written", result.message
     assert read_lockfile(result.path).get("proof") == "unverified: no Python 3.14 on this machine"
-
-
-def test_pip_tools_gives_the_same_pins_for_the_host_python(index: str, tmp_path: Path) -> None:
-    spec = load_spec(write_spec(tmp_path, index))
-    target = spec.targets[0]
-    inputs = core.base_inputs(spec, target, list(core.checks.default_rules()))
-    # The constraints uv's checks end with (here given up front, as a re-lock would).
-    cons = (
-        *inputs.constraint_lines(),
-        "diffusers<0.36",
-        "transformers<5",
-        "xformers==0.0.28.post1",
-    )
-    ri = ResolveInput(tuple(inputs.requirements), cons, (index,))
-    by_uv = resolve(target, ri, "uv")
-    by_pt = resolve(target, ri, "pip-tools")
-    assert by_pt.resolver.startswith("pip-tools ")
-    assert by_uv.versions() == by_pt.versions()
-    assert all(p.hashes for p in by_pt.pins)
-
-
-def test_check_reports_fresh_then_stale(
-    index: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = write_spec(tmp_path, index)
-    locks = tmp_path / "locks"
-    assert main(["lock", str(path), "--lock-dir", str(locks), "--no-verify"]) == 0
-    assert main(["lock", str(path), "--lock-dir", str(locks), "--check"]) == 0
-    path.write_text(path.read_text().replace('diffusers = ">=0.31"', 'diffusers = ">=0.33"'))
-    capsys.readouterr()
-    assert main(["lock", str(path), "--lock-dir", str(locks), "--check"]) == 1
-    assert "made from another version of demo.toml" in capsys.readouterr().err
 
 
 def test_upgrade_package_moves_only_that_pin_and_shows_the_table(
@@ -280,7 +191,7 @@ def test_runs_on_one_env_are_serialised(index: str, tmp_path: Path) -> None:
     held.acquire()
     results: list[core.TargetResult] = []
     worker = threading.Thread(
-        target=lambda: results.extend(core.lock_env(spec, opts(locks, verify=False)))
+        target=lambda: results.extend(core.lock_env(spec, lock_options(locks, verify=False)))
     )
     worker.start()
     time.sleep(1.0)
@@ -336,3 +247,18 @@ def test_cli_rules_file_replaces_the_shipped_rules_and_is_recorded(
     assert lock.get("rules") == str(empty)
     assert lock.versions()["diffusers"] == "0.42.1"  # nothing bounded it
     assert not [c for c in lock.get_all("constraint") if "rule " in c]
+
+
+def test_the_interface_loads_its_names_on_first_use_only() -> None:
+    # Every command reads specs and locks: that must not import the resolver, index client and
+    # checks behind `sdenv.lock`'s names.
+    code = (
+        "import sys, sdenv.lock.spec, sdenv.lock.lockfile; "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('sdenv.lock'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["sdenv.lock", "sdenv.lock.lockfile", "sdenv.lock.spec"]
+    for name in core.__all__:
+        assert getattr(core, name).__module__.startswith("sdenv.lock."), name
+    with pytest.raises(AttributeError, match="has no attribute 'lock_everything'"):
+        core.lock_everything  # noqa: B018

@@ -13,8 +13,8 @@ import pytest
 from packaging.version import Version
 
 from sdenv import lock as core
-from sdenv.lockfile import read_lockfile
-from sdenv.spec import DEFAULT_ENV, load_spec
+from sdenv.lock.lockfile import read_lockfile
+from sdenv.lock.spec import DEFAULT_ENV, load_spec
 from sdenv.venv import find_python
 
 pytestmark = [pytest.mark.online, pytest.mark.timeout(1800)]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from sdenv.lockfile import (
+from sdenv.lock.lockfile import (
     LockfileError,
     Pin,
     make_lockfile,

@@ -24,7 +24,7 @@ from sdenv.decide import (
     decide,
     recorded_machines,
 )
-from sdenv.spec import EnvSpec, load_spec
+from sdenv.lock.spec import EnvSpec, load_spec
 
 MACHINES = recorded_machines()
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from packaging.pylock import Pylock, is_valid_pylock_path
 
+from helpers.specs import write_spec
 from sdenv import lock as locking
-from sdenv.lockfile import read_lockfile
-from sdenv.pylock import (
+from sdenv.lock.lockfile import read_lockfile
+from sdenv.lock.pylock import (
     LockedFile,
     disagreement,
     main,
@@ -20,9 +21,8 @@ from sdenv.pylock import (
     read_pylock,
     render_pylock,
 )
-from sdenv.spec import load_spec
+from sdenv.lock.spec import load_spec
 from sdenv.venv import run_uv
-from test_lock import write_spec
 
 if sys.version_info >= (3, 11):
     import tomllib

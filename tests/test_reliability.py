@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -21,21 +20,20 @@ from pathlib import Path
 
 import pytest
 
+from helpers.specs import HOST, lock_options, write_spec
 from osv_server import OsvServer, advisory
 from pypi_index import Dist, build_index, sd_stack, serve
 from sdenv import _cleanup, audit
 from sdenv import lock as core
 from sdenv.cli import main
-from sdenv.lockfile import Pin, make_lockfile, read_lockfile, render_lockfile
-from sdenv.spec import load_spec
-from test_lock import HOST, opts, write_spec
+from sdenv.lock.lockfile import Pin, make_lockfile, render_lockfile
+from sdenv.lock.spec import load_spec
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 @pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SDENV_CACHE_DIR", str(tmp_path / "sdenv-cache"))
+def _private_cache(private_cache: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("COLUMNS", raising=False)
 
 
@@ -193,86 +191,6 @@ def test_probe_facts_with_a_cc_that_is_not_a_version(
     assert main(["probe", "--facts", str(bad), "--envs-dir", str(repo / "envs")]) == 0
 
 
-# --------------------------------------------------------------------------- lock --check verdicts
-
-
-@pytest.fixture
-def locked(index: str, tmp_path: Path) -> tuple[Path, Path, Path]:
-    """An env locked for real (no proof: the checks here are about --check), and its lock."""
-    (tmp_path / "envs").mkdir()
-    spec = load_spec(write_spec(tmp_path / "envs", index))
-    result = core.lock_target(spec, spec.targets[0], opts(tmp_path / "locks", verify=False))
-    assert result.status == "written", result.message
-    return tmp_path / "envs", tmp_path / "locks", result.path
-
-
-def check(envs: Path, locks: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = main(["lock", "demo", "--check", "--envs-dir", str(envs), "--lock-dir", str(locks)])
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
-
-
-def test_check_fresh_lock_passes(
-    locked: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, text = check(*locked[:2], capsys)
-    assert code == 0, text
-    assert "fresh" in text
-
-
-def test_check_catches_a_changed_wheel_hash(
-    locked: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
-) -> None:
-    envs, locks, path = locked
-    torch = read_lockfile(path).pin("torch")
-    assert torch is not None
-    # Edited in the lock and in its PEP 751 twin alike: only the index can tell.
-    old_hex = torch.hashes[0].split(":", 1)[1]
-    for twin in (path, *locks.glob("pylock.*.toml")):
-        twin.write_text(twin.read_text().replace(old_hex, "0" * 64))
-    code, out = check(envs, locks, capsys)
-    assert code == 1
-    assert f"torch=={torch.version} has 1 hash(es) the index does not serve" in out
-
-
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [
-        ("platform", "linux_aarch64 (aarch64-manylinux_2_28)"),
-        ("python", "3.10"),
-        ("cuda", "cu124 (nvidia-cuda-runtime-cu12==12.4.127)"),
-        ("compute-capabilities", "9.0"),
-    ],
-)
-def test_check_compares_every_header_field(
-    locked: tuple[Path, Path, Path],
-    capsys: pytest.CaptureFixture[str],
-    field: str,
-    value: str,
-) -> None:
-    envs, locks, path = locked
-    text = path.read_text()
-    edited = re.sub(rf"^# {field}: .*$", f"# {field}: {value}", text, count=1, flags=re.M)
-    assert edited != text
-    path.write_text(edited)
-    code, out = check(envs, locks, capsys)
-    assert code == 1
-    assert f"header {field} is {value!r}" in out
-
-
-def test_check_cuda_detail_must_match_the_pins(
-    locked: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
-) -> None:
-    envs, locks, path = locked
-    detail = read_lockfile(path).get("cuda")
-    assert detail is not None and detail.startswith("cu121 (")
-    for twin in (path, *locks.glob("pylock.*.toml")):  # the lock and its PEP 751 twin alike
-        twin.write_text(twin.read_text().replace(detail, "cu121 (other)"))
-    code, out = check(envs, locks, capsys)
-    assert code == 1
-    assert "header cuda is 'cu121 (other)', the pins make" in out
-
-
 @pytest.mark.parametrize("mode", [["--check"], ["--no-verify"], ["--check", "--json"]])
 def test_no_target_for_the_python_is_a_usage_error(
     index: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: list[str]
@@ -287,24 +205,10 @@ def test_no_target_for_the_python_is_a_usage_error(
     assert not (tmp_path / "locks").exists()
 
 
-def test_uv_failure_text_is_kept_whole(tmp_path: Path) -> None:
-    from sdenv.resolve import ResolveError, ResolveInput, resolve
-    from sdenv.spec import Target
-
-    cp399 = Dist("newpy", "1.0", (), {"newpy/__init__.py": ""}, "cp399-cp399-manylinux_2_28_x86_64")
-    with serve(build_index([cp399], tmp_path)) as url, pytest.raises(ResolveError) as info:
-        resolve(Target("demo", HOST, "linux_x86_64"), ResolveInput(("newpy",), (), (url,)))
-    message = str(info.value)
-    assert "\n" not in message
-    # uv's own hint, which names the fix, is no longer dropped.
-    assert f"hint: You require CPython {HOST}" in message
-    assert "we only found wheels for `newpy` (v1.0)" in message
-
-
 def test_conflict_from_a_shipped_rule_names_the_rule(index: str, tmp_path: Path) -> None:
     reqs = {"torch": ">=2.4,<2.5", "diffusers": ">=0.36", "transformers": "<5"}
     spec = load_spec(write_spec(tmp_path, index, reqs))
-    result = core.lock_target(spec, spec.targets[0], opts(tmp_path / "l", verify=False))
+    result = core.lock_target(spec, spec.targets[0], lock_options(tmp_path / "l", verify=False))
     assert result.status == "failed"
     assert "found no solution" in result.message
     assert "diffusers<0.36 from rule diffusers-torch-accelerator" in result.message

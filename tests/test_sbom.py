@@ -12,7 +12,7 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
 from sdenv.cli import main
-from sdenv.lockfile import LockfileError, Pin, make_lockfile, render_lockfile
+from sdenv.lock.lockfile import LockfileError, Pin, make_lockfile, render_lockfile
 from sdenv.sbom import render_sbom, sbom_path, write_sbom
 
 
@@ -89,7 +89,7 @@ def test_bad_lock_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_render_matches_write(tmp_path: Path) -> None:
-    from sdenv.lockfile import read_lockfile
+    from sdenv.lock.lockfile import read_lockfile
 
     lock = write_lock(tmp_path / "a.txt")
     # The lock is canonical (rendered by sdenv), so its bytes and its rendering agree.

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from sdenv import checks
 from sdenv.cli import main
-from sdenv.spec import CUDA_VARIANTS, SpecError, load_spec
+from sdenv.lock import checks
+from sdenv.lock.spec import CUDA_VARIANTS, SpecError, load_spec
 
 GOOD = """\
 [env]

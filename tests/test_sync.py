@@ -15,9 +15,9 @@ from pypi_index import build_index, simple_dist
 from sdenv import sync as core
 from sdenv.cli import main
 from sdenv.drift import check_drift
-from sdenv.lockfile import read_lockfile
-from sdenv.pylock import pylock_path
-from sdenv.spec import load_spec
+from sdenv.lock.lockfile import read_lockfile
+from sdenv.lock.pylock import pylock_path
+from sdenv.lock.spec import load_spec
 from sdenv.venv import run_uv
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")

@@ -19,9 +19,9 @@ from pypi_index import (
     simple_dist,
     torch_dist,
 )
-from sdenv import torch_releases as tr
 from sdenv.cli import main
-from sdenv.spec import EnvSpec, load_spec, load_specs
+from sdenv.lock import torch_releases as tr
+from sdenv.lock.spec import EnvSpec, load_spec, load_specs
 
 # Requires-Dist lines as the real linux x86_64 cp311 wheels' METADATA has them (read 2026-12-01).
 REQ_241 = (

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from sdenv.lockfile import read_lockfile
+from sdenv.lock.lockfile import read_lockfile
 from sdenv.venv import create_venv, find_python, install, install_lock
 from sdenv.verify import default_lock
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sdenv.lockfile import read_lockfile
-from sdenv.spec import Target
+from sdenv.lock.lockfile import read_lockfile
+from sdenv.lock.spec import Target
 from sdenv.wheelhouse import WheelhouseError, check_wheelhouse
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")

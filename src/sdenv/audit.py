@@ -31,8 +31,8 @@ from packaging.version import Version
 
 from sdenv._fs import require_dir_arg, require_file_arg
 from sdenv.errors import SdenvError, UsageError
-from sdenv.lockfile import DEFAULT_LOCK_DIR, Lockfile, read_lockfile
-from sdenv.spec import DEFAULT_ENV, DEFAULT_ENVS_DIR, EnvSpec, Target, load_spec
+from sdenv.lock.lockfile import DEFAULT_LOCK_DIR, Lockfile, read_lockfile
+from sdenv.lock.spec import DEFAULT_ENV, DEFAULT_ENVS_DIR, EnvSpec, Target, load_spec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -526,7 +526,7 @@ def _env_pins(lock_dir: Path, envs_dir: Path) -> dict[str, dict[str, tuple[Versi
     """env name -> package -> (the newest version the env may hold, how it is known): the public
     versions its committed locks pin; for torch in an env not locked yet, the top of the PyPI
     torch series built for its CUDA line (data/torch_cuda.toml). Where a fix may already be."""
-    from sdenv import checks
+    from sdenv.lock import checks
 
     found: dict[str, dict[str, tuple[Version, str]]] = {}
     for path in sorted(envs_dir.glob("*.toml")) if envs_dir.is_dir() else []:

@@ -27,7 +27,7 @@ from packaging.version import InvalidVersion, Version
 
 from sdenv import _cleanup
 from sdenv.errors import SdenvError
-from sdenv.lockfile import Lockfile
+from sdenv.lock.lockfile import Lockfile
 
 # Installed by venv seeding or pip itself, never pinned by a lock; sdenv goes in with --no-deps.
 DEFAULT_IGNORE = frozenset({"pip", "setuptools", "wheel", "sdenv", "distribute"})

@@ -45,9 +45,9 @@ from sdenv._cleanup import throwaway_dir
 from sdenv._fs import write_atomic
 from sdenv._json import dumps
 from sdenv.errors import SdenvError, UsageError
-from sdenv.lockfile import DEFAULT_LOCK_DIR, Lockfile, Pin, read_lockfile
+from sdenv.lock.lockfile import DEFAULT_LOCK_DIR, Lockfile, Pin, read_lockfile
+from sdenv.lock.spec import DEFAULT_ENVS_DIR, EnvSpec, Target, load_spec
 from sdenv.sbom import sbom_path, write_sbom
-from sdenv.spec import DEFAULT_ENVS_DIR, EnvSpec, Target, load_spec
 
 BOOTSTRAP_TAG = "sdenv/base:bookworm"
 BOOTSTRAP_SUITE = "bookworm"

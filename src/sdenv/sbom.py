@@ -23,7 +23,7 @@ from typing import Any
 from sdenv import __version__
 from sdenv._fs import write_atomic
 from sdenv.errors import SdenvError, UsageError
-from sdenv.lockfile import Lockfile, read_lockfile, render_lockfile
+from sdenv.lock.lockfile import Lockfile, read_lockfile, render_lockfile
 
 SBOM_SUFFIX = ".cdx.json"
 # A fixed namespace for serial numbers derived from lock content (uuid5 of the lock's sha256).

@@ -31,9 +31,9 @@ from pathlib import Path
 
 from sdenv.drift import DriftReport, check_drift
 from sdenv.errors import SdenvError, UsageError
-from sdenv.lockfile import DEFAULT_LOCK_DIR, Lockfile, render_lockfile
-from sdenv.pylock import read_any_lock
-from sdenv.spec import DEFAULT_ENV, DEFAULT_ENVS_DIR, Target, load_spec
+from sdenv.lock.lockfile import DEFAULT_LOCK_DIR, Lockfile, render_lockfile
+from sdenv.lock.pylock import read_any_lock
+from sdenv.lock.spec import DEFAULT_ENV, DEFAULT_ENVS_DIR, Target, load_spec
 from sdenv.venv import find_python, run_uv, sync_lock
 
 DEFAULT_VENVS_DIR = Path(".envs")

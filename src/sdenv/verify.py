@@ -33,7 +33,7 @@ from sdenv import _cleanup
 from sdenv._cleanup import throwaway_dir
 from sdenv._json import to_jsonable
 from sdenv.errors import SdenvError, UsageError
-from sdenv.lockfile import DEFAULT_LOCK_DIR
+from sdenv.lock.lockfile import DEFAULT_LOCK_DIR
 
 # For Python 3.11 this is lockfiles/sd35-fp8-cu121-py3.11-linux_x86_64.txt.
 DEFAULT_LOCK_PATTERN = "lockfiles/sd35-fp8-cu121-py{python}-linux_x86_64.txt"
@@ -41,7 +41,7 @@ DEFAULT_LOCK_PATTERN = "lockfiles/sd35-fp8-cu121-py{python}-linux_x86_64.txt"
 
 def default_lock(python_version: str, lock_dir: Path = DEFAULT_LOCK_DIR) -> Path:
     """The default env's lock for the target's Python (``3.11.7`` -> the py3.11 lock)."""
-    from sdenv.spec import DEFAULT_ENV, Target
+    from sdenv.lock.spec import DEFAULT_ENV, Target
 
     xy = ".".join(python_version.split(".")[:2])
     return Target(DEFAULT_ENV, xy, "linux_x86_64").lockfile(lock_dir)
@@ -233,7 +233,7 @@ def drift_part(python: str | None, lock_path: Path | None, *, check_files: bool 
     if lock_path is None:
         return Part("drift", "skip", required=False, reasons=["no lock given (--no-lock)"])
     from sdenv.drift import check_drift
-    from sdenv.lockfile import header_platform, read_lockfile
+    from sdenv.lock.lockfile import header_platform, read_lockfile
 
     t0 = time.perf_counter()
     lock = read_lockfile(lock_path)  # a missing/bad lock is a usage error: raised, exit 2
@@ -284,7 +284,7 @@ def check_inputs(
     runs and is a Python, the lock parses, the model path is a directory. Returns the lock's
     path (the default lock of the interpreter's Python unless given or ``no_lock``)."""
     from sdenv._fs import require_file_arg
-    from sdenv.lockfile import read_lockfile
+    from sdenv.lock.lockfile import read_lockfile
 
     fix = "pass a venv's bin/python"
     if python is not None:
@@ -480,7 +480,7 @@ def _lock_promise(lock: Path | None, envs: Sequence[Any]) -> str | None:
     """The env's fp8 promise: the lock header's, else its env spec's (locks made before it)."""
     if lock is None:
         return None
-    from sdenv.lockfile import read_lockfile
+    from sdenv.lock.lockfile import read_lockfile
 
     header = read_lockfile(lock)
     promise = header.get("fp8")

@@ -22,11 +22,11 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from sdenv import _cleanup
 from sdenv._fs import write_atomic
 from sdenv.errors import SdenvError, UsageError
-from sdenv.lockfile import Lockfile, render_lockfile
-from sdenv.pylock import read_any_lock
-from sdenv.spec import PLATFORMS, Target
+from sdenv.lock.lockfile import Lockfile, render_lockfile
+from sdenv.lock.pylock import read_any_lock
+from sdenv.lock.spec import PLATFORMS, Target
+from sdenv.lock.wheelmeta import platform_tags, wheel_fits
 from sdenv.venv import index_args
-from sdenv.wheelmeta import platform_tags, wheel_fits
 
 Progress = Callable[[str], None]
 

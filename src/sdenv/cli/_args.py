@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sdenv.lockfile import DEFAULT_LOCK_DIR
-from sdenv.spec import DEFAULT_ENV, DEFAULT_ENVS_DIR
+from sdenv.lock.lockfile import DEFAULT_LOCK_DIR
+from sdenv.lock.spec import DEFAULT_ENV, DEFAULT_ENVS_DIR
 
 
 def add_dirs(p: argparse.ArgumentParser, *, locks: bool = True) -> None:

@@ -150,7 +150,7 @@ def render_verify(result: Any) -> None:
 def run_k8s(args: argparse.Namespace) -> int:
     from sdenv._fs import write_atomic
     from sdenv.fleet.k8s import render_manifests, to_text
-    from sdenv.spec import DEFAULT_ENV, load_spec
+    from sdenv.lock.spec import DEFAULT_ENV, load_spec
 
     specs = [load_spec(e, args.envs_dir) for e in (args.envs or [DEFAULT_ENV])]
     objects = render_manifests(

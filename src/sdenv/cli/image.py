@@ -14,7 +14,7 @@ from sdenv import image as core
 from sdenv.cli._args import add_dirs
 from sdenv.cli._output import out, print_json, progress, styled
 from sdenv.errors import UsageError
-from sdenv.spec import DEFAULT_ENV
+from sdenv.lock.spec import DEFAULT_ENV
 
 
 def _transport_args(p: argparse.ArgumentParser) -> None:
@@ -163,7 +163,7 @@ def run_build(args: argparse.Namespace) -> int:
 
     require_dir_arg(args.out_dir, "--out-dir")
     if args.lock is not None:
-        from sdenv.lockfile import read_lockfile
+        from sdenv.lock.lockfile import read_lockfile
 
         require_file_arg(args.lock, "--lock", "lockfile", "pass a lockfile made by `sdenv lock`")
         read_lockfile(args.lock)  # binary or malformed: one line now, before the engine starts

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sdenv.cli._args import add_dirs
-from sdenv.spec import DEFAULT_ENV
+from sdenv.lock.spec import DEFAULT_ENV
 
 
 def register(sub: Any) -> None:
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from sdenv._fs import require_dir_arg
     from sdenv.cli._output import progress
     from sdenv.errors import UsageError
-    from sdenv.spec import load_spec
+    from sdenv.lock.spec import load_spec
 
     require_dir_arg(args.lock_dir, "--lock-dir")
     names = args.envs or [DEFAULT_ENV]
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     specs = [load_spec(n, args.envs_dir) for n in names]
     rules = None
     if args.rules is not None:
-        from sdenv.checks import RulesError, parse_rules
+        from sdenv.lock.checks import RulesError, parse_rules
 
         try:
             rules = tuple(parse_rules(args.rules.read_text(encoding="utf-8"), str(args.rules)))
@@ -115,8 +115,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _torch_coverage(specs: list[Any], envs_dir: Path, status: Callable[[str], None]) -> list[Any]:
-    from sdenv.spec import load_specs
-    from sdenv.torch_releases import check_specs
+    from sdenv.lock.spec import load_specs
+    from sdenv.lock.torch_releases import check_specs
 
     status("listing torch releases on the index")
     shipped, _broken = load_specs(envs_dir)  # a broken spec elsewhere is not this check's error

@@ -46,7 +46,7 @@ def register(subparsers: Any) -> None:
 
 
 def _load_envs(args: argparse.Namespace) -> list[Any]:
-    from sdenv.spec import load_spec, load_specs
+    from sdenv.lock.spec import load_spec, load_specs
 
     if args.env:
         return [load_spec(name, args.envs_dir) for name in args.env]

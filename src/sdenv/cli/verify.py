@@ -64,7 +64,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sdenv.spec import load_specs
+    from sdenv.lock.spec import load_specs
     from sdenv.verify import Part, verify
 
     def progress(part: Part) -> None:

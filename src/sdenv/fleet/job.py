@@ -11,8 +11,8 @@ from pathlib import Path
 
 from sdenv.errors import UsageError
 from sdenv.fleet.node import NodeJob
-from sdenv.lockfile import DEFAULT_LOCK_DIR, read_lockfile
-from sdenv.spec import DEFAULT_ENV, DEFAULT_ENVS_DIR, load_spec
+from sdenv.lock.lockfile import DEFAULT_LOCK_DIR, read_lockfile
+from sdenv.lock.spec import DEFAULT_ENV, DEFAULT_ENVS_DIR, load_spec
 
 DEFAULT_TIMEOUT_S = 900.0  # a cold verify on an H200 took 18-26 s; a sync of 2.9 GB of wheels 82 s
 

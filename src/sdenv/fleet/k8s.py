@@ -28,7 +28,7 @@ from typing import Any
 from sdenv.compat import DRIVER_FLOORS, FP8_NATIVE_MIN_CC, parse_cc
 from sdenv.errors import UsageError
 from sdenv.fleet.labeler import label_value
-from sdenv.spec import EnvSpec, Target
+from sdenv.lock.spec import EnvSpec, Target
 
 GFD_CC = ("nvidia.com/gpu.compute.major", "nvidia.com/gpu.compute.minor")
 GFD_DRIVER = (

@@ -144,7 +144,7 @@ def _lock_for(
         path = tmp / (job.lock_name or "lock.txt")
         path.write_text(job.lock_text)
         return path, None
-    from sdenv.spec import Target
+    from sdenv.lock.spec import Target
 
     xy = _python_xy(python, deadline)
     if xy is None:

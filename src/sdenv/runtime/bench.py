@@ -229,7 +229,7 @@ def plan_modes(
 
     ``cpu_model`` names a full-size model (large/medium) that must not be run on the CPU.
 
-    ``env`` is what the info worker reported (see ``_bench_worker.info``): ``diffusers``,
+    ``env`` is what the info worker reported (see ``bench_worker.info``): ``diffusers``,
     ``cuda_available``, ``fp8_verdict`` (native | emulated | unsupported | None without a GPU),
     ``has_float8``, ``layerwise_casting``, ``torchao`` (version or None), ``torchao_error``,
     ``scaled_mm_rowwise`` (a row-wise FP8 matmul ran on the bench's device).

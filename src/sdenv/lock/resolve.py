@@ -24,9 +24,9 @@ from packaging.utils import canonicalize_name
 from sdenv import _cleanup
 from sdenv._cleanup import throwaway_dir
 from sdenv.errors import SdenvError
-from sdenv.lockfile import Pin
-from sdenv.spec import Target
-from sdenv.venv import uv_bin, uv_env
+from sdenv.lock.lockfile import Pin
+from sdenv.lock.spec import Target
+from sdenv.venv import index_args, uv_bin, uv_env
 
 RESOLVERS = ("uv", "pip-tools")
 _HASH_RE = re.compile(r"--hash[= ](sha256:[0-9a-f]{64})")
@@ -146,12 +146,10 @@ def resolve(target: Target, inputs: ResolveInput, resolver: str = "uv") -> Resol
     return Resolution(target, label, tuple(sorted(pins, key=lambda p: p.name)), seconds, tuple(cmd))
 
 
-def _index_args(index_urls: Sequence[str]) -> list[str]:
-    if not index_urls:
-        return []
-    args = ["--index-url", index_urls[0]]
-    for url in index_urls[1:]:
-        args += ["--extra-index-url", url]
+def _upgrade_args(inputs: ResolveInput) -> list[str]:
+    args = ["--upgrade"] if inputs.upgrade else []
+    for name in inputs.upgrade_packages:
+        args += ["--upgrade-package", name]
     return args
 
 
@@ -178,12 +176,9 @@ def _uv_command(
         "--no-header",
         "--no-annotate",
         "--quiet",
-        *_index_args(inputs.index_urls),
+        *index_args(inputs.index_urls),
+        *_upgrade_args(inputs),
     ]
-    if inputs.upgrade:
-        cmd.append("--upgrade")
-    for name in inputs.upgrade_packages:
-        cmd += ["--upgrade-package", name]
     return cmd, uv_env(), f"uv {uv_version()}"
 
 
@@ -212,12 +207,9 @@ def _piptools_command(
         "--quiet",
         "--pip-args",
         "--only-binary :all: --isolated",
-        *_index_args(inputs.index_urls),
+        *index_args(inputs.index_urls),
+        *_upgrade_args(inputs),
     ]
-    if inputs.upgrade:
-        cmd.append("--upgrade")
-    for name in inputs.upgrade_packages:
-        cmd += ["--upgrade-package", name]
     env = dict(os.environ)
     env["PIP_CONFIG_FILE"] = os.devnull  # no find-links/extra indexes from the user's pip config
     return cmd, env, f"pip-tools {piptools_version()}"

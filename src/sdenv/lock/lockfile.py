@@ -94,12 +94,8 @@ def render_lockfile(lock: Lockfile) -> str:
     return "\n".join(lines) + "\n"
 
 
-def parse_lockfile(text: str, path: Path | None = None) -> Lockfile:
-    where = str(path) if path else "<lockfile>"
-    header: list[tuple[str, str]] = []
-    pins: list[Pin] = []
-    in_header = True
-    # Join backslash continuations, keeping the number of the line each logical line starts on.
+def _logical_lines(text: str, where: str) -> list[tuple[int, str]]:
+    """Backslash continuations joined, each with the number of the line it starts on."""
     logical: list[tuple[int, str]] = []
     buf, start = "", 0
     for lineno, raw in enumerate(text.splitlines(), 1):
@@ -115,8 +111,42 @@ def parse_lockfile(text: str, path: Path | None = None) -> Lockfile:
         raise LockfileError(
             f"{where}: line {start}: ends with a dangling '\\'; regenerate the lock"
         )
+    return logical
 
-    for lineno, line in logical:
+
+def _parse_pin(line: str, lineno: int, where: str) -> Pin:
+    parts = line.split()
+    m = _PIN_RE.match(parts[0])
+    if not m:
+        raise LockfileError(
+            f"{where}: line {lineno}: {parts[0]!r} is not an exact pin (name==version); "
+            "regenerate the lock with `sdenv lock`"
+        )
+    try:
+        Version(m.group(2))
+    except InvalidVersion:
+        raise LockfileError(f"{where}: line {lineno}: invalid version {m.group(2)!r}") from None
+    hashes = []
+    for opt in parts[1:]:
+        hm = _HASH_RE.match(opt)
+        if not hm:
+            raise LockfileError(
+                f"{where}: line {lineno}: unexpected {opt!r}; only --hash=sha256:... may follow"
+            )
+        hashes.append(hm.group(1))
+    if not hashes:
+        raise LockfileError(
+            f"{where}: line {lineno}: {m.group(1)} has no --hash; regenerate the lock"
+        )
+    return Pin(canonicalize_name(m.group(1)), m.group(2), tuple(sorted(hashes)))
+
+
+def parse_lockfile(text: str, path: Path | None = None) -> Lockfile:
+    where = str(path) if path else "<lockfile>"
+    header: list[tuple[str, str]] = []
+    pins: list[Pin] = []
+    in_header = True
+    for lineno, line in _logical_lines(text, where):
         line = line.strip()
         if not line:
             continue
@@ -126,30 +156,7 @@ def parse_lockfile(text: str, path: Path | None = None) -> Lockfile:
                 header.append((m.group(1), m.group(2)))
             continue
         in_header = False
-        parts = line.split()
-        m = _PIN_RE.match(parts[0])
-        if not m:
-            raise LockfileError(
-                f"{where}: line {lineno}: {parts[0]!r} is not an exact pin (name==version); "
-                "regenerate the lock with `sdenv lock`"
-            )
-        try:
-            Version(m.group(2))
-        except InvalidVersion:
-            raise LockfileError(f"{where}: line {lineno}: invalid version {m.group(2)!r}") from None
-        hashes = []
-        for opt in parts[1:]:
-            hm = _HASH_RE.match(opt)
-            if not hm:
-                raise LockfileError(
-                    f"{where}: line {lineno}: unexpected {opt!r}; only --hash=sha256:... may follow"
-                )
-            hashes.append(hm.group(1))
-        if not hashes:
-            raise LockfileError(
-                f"{where}: line {lineno}: {m.group(1)} has no --hash; regenerate the lock"
-            )
-        pins.append(Pin(canonicalize_name(m.group(1)), m.group(2), tuple(sorted(hashes))))
+        pins.append(_parse_pin(line, lineno, where))
 
     if dict(header).get("sdenv-lock") != FORMAT_VERSION:
         raise LockfileError(

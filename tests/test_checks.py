@@ -1,17 +1,16 @@
-"""The pure checks behind `sdenv lock`, on the recorded facts of docs/evidence.md, and the
-range-request wheel reader against the local index."""
+"""The pure checks behind `sdenv lock` (`sdenv.lock.checks`), on the recorded facts of
+docs/evidence.md."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from pypi_index import ARCHS_CU121, Dist, build_wheel, serve, xformers_dist
-from sdenv import checks, wheelmeta
-from sdenv.checks import CppLib, Rule
+from pypi_index import ARCHS_CU121
 from sdenv.errors import UsageError
+from sdenv.lock import checks
+from sdenv.lock.checks import CppLib, Rule
 
 # docs/evidence.md#E-xformers-cpp-lib: what the wheels' xformers/cpp_lib.json say.
 CPP_0028 = CppLib("2.4.1+cu121", 1201, "6.0+PTX 7.0 7.5 8.0+PTX 9.0a")
@@ -144,49 +143,3 @@ def test_rule_toml_round_trip_and_errors() -> None:
         )
     with pytest.raises(checks.RulesError, match=r"rules\[0\].when"):
         checks.parse_rules('[[rules]]\nid = "y"\nrequire = {a = "<1"}')
-
-
-def test_wheel_tags_for_a_target() -> None:
-    whl = "xformers-0.0.28.post1-cp311-cp311-manylinux_2_28_x86_64.whl"
-    assert wheelmeta.wheel_fits(whl, "3.11", "x86_64-manylinux_2_28")
-    assert not wheelmeta.wheel_fits(whl, "3.10", "x86_64-manylinux_2_28")
-    assert not wheelmeta.wheel_fits(whl, "3.11", "aarch64-manylinux_2_28")
-    abi3 = "xformers-0.0.33.post2-cp39-abi3-manylinux_2_28_x86_64.whl"
-    assert wheelmeta.wheel_fits(abi3, "3.12", "x86_64-manylinux_2_28")
-    legacy = "numpy-1.26.4-cp310-cp310-manylinux2014_x86_64.whl"
-    assert wheelmeta.wheel_fits(legacy, "3.10", "x86_64-manylinux_2_28")
-    assert not wheelmeta.wheel_fits(
-        "torch-2.4.1-cp311-cp311-win_amd64.whl", "3.11", "x86_64-manylinux_2_28"
-    )
-
-
-def test_read_member_by_range_requests_then_from_cache(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("SDENV_CACHE_DIR", str(tmp_path / "cache"))
-    # A big incompressible member first, so a whole-file GET would be easy to tell apart.
-    big = Dist("pad", "1.0", files={"pad/blob.txt": "".join(f"{i:x}" for i in range(400_000))})
-    root = tmp_path / "wheels"
-    build_wheel(big, root)
-    xf = xformers_dist("0.0.28.post1", "==2.4.1", "2.4.1+cu121", 1201, ARCHS_CU121)
-    build_wheel(xf, root)
-    log: list[tuple[str, str, str | None]] = []
-    with serve(root, log) as url:
-        wheel = wheelmeta.find_wheel(
-            [url], "xformers", "0.0.28.post1", "3.11", "x86_64-manylinux_2_28"
-        )
-        assert wheel is not None and wheel.sha256
-        raw = wheelmeta.read_member(wheel, "xformers/cpp_lib.json")
-        assert raw is not None and CppLib.parse(raw).torch == "2.4.1+cu121"
-        assert wheelmeta.read_member(wheel, "xformers/nope.json") is None
-        padw = wheelmeta.find_wheel([url], "pad", "1.0", "3.11", "x86_64-manylinux_2_28")
-        assert padw is not None
-        assert wheelmeta.read_member(padw, "pad-1.0.dist-info/WHEEL") is not None
-    file_gets = [(path, rng) for method, path, rng in log if method == "GET" and "/files/" in path]
-    assert file_gets and all(rng for _, rng in file_gets), file_gets  # never a whole wheel
-    # The server is gone: the same sha256 is answered from the cache.
-    assert wheelmeta.read_member(wheel, "xformers/cpp_lib.json") == raw
-    assert (
-        wheelmeta.find_wheel([url], "xformers", "0.0.28.post1", "3.11", "x86_64-manylinux_2_28")
-        is None
-    )

@@ -5,7 +5,7 @@ requires (``nvidia-cuda-runtime-cu12==12.8.90`` up to torch 2.10, ``cuda-toolkit
 from 2.11 on). ``data/torch_cuda.toml`` records that per series; a release is covered when an env
 built for its series' CUDA line admits it in ``requirements.torch``. For every release that is not
 (or whose series the table lacks), the CUDA line is read from the wheel's own METADATA by HTTP
-range requests (:mod:`sdenv.wheelmeta`), so the report says which env to add or widen.
+range requests (:mod:`sdenv.lock.wheelmeta`), so the report says which env to add or widen.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from sdenv import checks, wheelmeta
-from sdenv.spec import EnvSpec
+from sdenv.lock import checks, wheelmeta
+from sdenv.lock.spec import EnvSpec
 
 MIN_TORCH = Version("2.4")  # the oldest torch any sdenv env targets (cu121 is torch 2.4.x)
 # The wheel whose METADATA is read: the one the table was measured on (cp311, linux x86_64), else

@@ -22,8 +22,8 @@ from packaging.version import InvalidVersion, Version
 
 from sdenv.compat import TORCH_ARCH_LISTS, arch_coverage
 from sdenv.errors import UsageError
-from sdenv.lockfile import Pin
-from sdenv.spec import CUDA_VARIANTS
+from sdenv.lock.lockfile import Pin
+from sdenv.lock.spec import CUDA_VARIANTS
 
 if sys.version_info >= (3, 11):
     import tomllib

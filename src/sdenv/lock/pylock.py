@@ -24,7 +24,7 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from sdenv._fs import write_atomic
-from sdenv.lockfile import Lockfile, LockfileError, Pin, read_lockfile
+from sdenv.lock.lockfile import Lockfile, LockfileError, Pin, read_lockfile
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -159,7 +159,7 @@ def parse_pylock(text: str, path: Path | None = None) -> Lockfile:
     pairs = tuple((k, v) for k, _, v in (line.partition(": ") for line in header))
     lock = Lockfile(pairs, tuple(sorted(pins, key=lambda p: p.name)))
     # The same checks as a .txt lock gets (format header, duplicates): render and parse it back.
-    from sdenv.lockfile import parse_lockfile, render_lockfile
+    from sdenv.lock.lockfile import parse_lockfile, render_lockfile
 
     return parse_lockfile(render_lockfile(lock), path)
 
@@ -204,7 +204,7 @@ def disagreement(txt: Lockfile, pylock_file: Path) -> str | None:
 
 def index_files(pins: Iterable[Pin], index_urls: Iterable[str]) -> dict[str, LockedFile]:
     """Every file the indexes list for the pins, by ``sha256:<hex>`` (one listing per project)."""
-    from sdenv.wheelmeta import list_files
+    from sdenv.lock.wheelmeta import list_files
 
     urls = list(index_urls)
     names = sorted({p.name for p in pins})
@@ -234,12 +234,12 @@ def write_pylock(txt: Path, lock: Lockfile) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sdenv.pylock LOCK.txt ...``: (re)write the pylock of existing .txt locks."""
+    """``python -m sdenv.lock.pylock LOCK.txt ...``: (re)write the pylock of existing .txt locks."""
     from sdenv.errors import SdenvError
 
     args = sys.argv[1:] if argv is None else argv
     if not args:
-        print("usage: python -m sdenv.pylock LOCK.txt ...", file=sys.stderr)
+        print("usage: python -m sdenv.lock.pylock LOCK.txt ...", file=sys.stderr)
         return 2
     try:
         for arg in args:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,34 +180,32 @@ def parse_spec(data: Mapping[str, Any], path: Path, sha256: str) -> EnvSpec:
     if name != path.stem:
         raise err("env.name", f"{name!r} differs from the file name; rename one to match")
 
-    pythons = _str_list(env, "pythons", "env.pythons", err)
-    for i, py in enumerate(pythons):
-        m = _PY_RE.match(py)
-        if not m or (3, int(m.group(1))) < MIN_PYTHON:
-            raise err(f"env.pythons[{i}]", f"{py!r} is not a supported Python; use '3.10' or newer")
-
-    platforms = _str_list(env, "platforms", "env.platforms", err)
-    for i, plat in enumerate(platforms):
-        if plat not in PLATFORMS:
-            raise err(
-                f"env.platforms[{i}]",
-                f"unsupported platform {plat!r}; use one of {', '.join(PLATFORMS)}",
-            )
-
+    pythons = _valid_list(
+        env,
+        "pythons",
+        err,
+        _supported_python,
+        "{!r} is not a supported Python; use '3.10' or newer",
+    )
+    platforms = _valid_list(
+        env,
+        "platforms",
+        err,
+        lambda plat: plat in PLATFORMS,
+        f"unsupported platform {{!r}}; use one of {', '.join(PLATFORMS)}",
+    )
     cuda = _str(env, "cuda", "env.cuda", err)
     if cuda not in CUDA_VARIANTS:
         raise err(
             "env.cuda", f"unknown CUDA variant {cuda!r}; use one of {', '.join(CUDA_VARIANTS)}"
         )
-
-    ccs = _str_list(env, "compute_capabilities", "env.compute_capabilities", err)
-    for i, cc in enumerate(ccs):
-        if not _CC_RE.match(cc):
-            raise err(
-                f"env.compute_capabilities[{i}]",
-                f"{cc!r} is not a compute capability; write it as major.minor, e.g. '8.9'",
-            )
-
+    ccs = _valid_list(
+        env,
+        "compute_capabilities",
+        err,
+        lambda cc: bool(_CC_RE.match(cc)),
+        "{!r} is not a compute capability; write it as major.minor, e.g. '8.9'",
+    )
     fp8 = env.get("fp8", "auto")
     if fp8 not in FP8_MODES:
         raise err("env.fp8", f"unknown FP8 mode {fp8!r}; use one of {', '.join(FP8_MODES)}")
@@ -231,6 +229,22 @@ def parse_spec(data: Mapping[str, Any], path: Path, sha256: str) -> EnvSpec:
         requirements=requirements,
         constraints=constraints,
     )
+
+
+def _supported_python(py: str) -> bool:
+    m = _PY_RE.match(py)
+    return m is not None and (3, int(m.group(1))) >= MIN_PYTHON
+
+
+def _valid_list(
+    env: Mapping[str, Any], key: str, err: Any, valid: Callable[[str], bool], problem: str
+) -> list[str]:
+    """``env.<key>``, a non-empty list of strings each ``valid``; ``problem`` formats a bad one."""
+    values = _str_list(env, key, f"env.{key}", err)
+    for i, value in enumerate(values):
+        if not valid(value):
+            raise err(f"env.{key}[{i}]", problem.format(value))
+    return values
 
 
 def _no_unknown(table: Mapping[str, Any], known: set[str], prefix: str, err: Any) -> None:
