@@ -29,17 +29,32 @@ edit by hand (`tests/test_compat_matrix.py` fails when this page and the results
 row is one committed lock installed offline, hash-checked, into a fresh venv on that GPU, then
 `sdenv verify --lock`, `sdenv generate` (tiny model) and `sdenv bench --model large --compile`
 (SD3.5 Large transformer, random weights, 1024x1024, CFG batch 2) run in it. How a proof is
-made: [benchmarks](benchmarks.md).
+made: [benchmarks](benchmarks.md). Lock state: `current` is the very lockfile that was proven;
+`current pins` is a lockfile re-generated since (a new data hash in its header) whose requirement
+lines, versions and hashes are those proven; `stale` means the pins changed and need a new proof.
 
 """
+
+
+def pins_sha256(lock_text: str) -> str:
+    """Digest of a lock's pins: its requirement lines (names, versions, markers, hashes), without
+    the header comments. A proof installed exactly these wheels, so a lock re-generated with the
+    same pins (a new data hash or sdenv version in its header) is still the set that was proven."""
+    lines = [ln.strip() for ln in lock_text.splitlines()]
+    body = "\n".join(ln for ln in lines if ln and not ln.startswith("#"))
+    return hashlib.sha256(body.encode()).hexdigest()
 
 
 def _lock_state(proof: dict[str, Any]) -> str:
     path = REPO / proof["lock"]
     if not path.is_file():
         return "lock gone"
-    same = hashlib.sha256(path.read_bytes()).hexdigest() == proof["lock_sha256"]
-    return "current" if same else "stale (lock changed since)"
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() == proof["lock_sha256"]:
+        return "current"
+    if proof.get("pins_sha256") == pins_sha256(data.decode("utf-8")):
+        return "current pins (lock header re-generated since)"
+    return "stale (lock changed since)"
 
 
 def _bench_cells(bench: dict[str, Any] | None) -> str:

@@ -62,6 +62,15 @@ def test_rows_say_verdict_bench_and_lock_state(repo: Path, tmp_path: Path) -> No
     proof["lock_sha256"] = "0" * 64
     (tmp_path / "gpu-proof-x.json").write_text(json.dumps(proof))
     assert "stale (lock changed since)" in matrix.render(tmp_path)
+    # Another header, the same pins: still the proven set of wheels.
+    text = lock.read_text()
+    proof["pins_sha256"] = matrix.pins_sha256("# data-sha256: another\n" + text)
+    (tmp_path / "gpu-proof-x.json").write_text(json.dumps(proof))
+    assert "current pins (lock header re-generated since)" in matrix.render(tmp_path)
+    first_pin = next(ln for ln in text.splitlines() if "==" in ln and not ln.startswith("#"))
+    proof["pins_sha256"] = matrix.pins_sha256(text.replace(first_pin, first_pin + "1", 1))
+    (tmp_path / "gpu-proof-x.json").write_text(json.dumps(proof))
+    assert "stale (lock changed since)" in matrix.render(tmp_path)
 
 
 @pytest.mark.parametrize("field", ["lock", "lock_sha256"])
