@@ -395,7 +395,8 @@ def run_mode(req: dict[str, Any]) -> dict[str, Any]:
         peak = torch.cuda.max_memory_allocated() if cuda else None
         profile = _profile(fwd, sync, 3) if req["profile"] and cuda else None
     rel_l2 = _compare(req, out)
-    _log(tag, f"median {sorted(timings)[len(timings) // 2]:.1f} ms/step")
+    error = "" if rel_l2 is None else f", rel. L2 vs bf16 {rel_l2:.4f}"
+    _log(tag, f"median {sorted(timings)[len(timings) // 2]:.1f} ms/step{error}")
     return {
         "status": "ok",
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
