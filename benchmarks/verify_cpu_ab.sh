@@ -6,7 +6,8 @@
 #   bash benchmarks/verify_cpu_ab.sh BEFORE_SRC AFTER_SRC PYTHON OUT.json [RUNS]
 #
 # BEFORE_SRC/AFTER_SRC: a src/ directory each (e.g. `git archive <base> src | tar -x -C /tmp/b`);
-# PYTHON: the env's interpreter (a venv synced from the default lock); runs with the dev venv.
+# PYTHON: the env's interpreter (a venv synced from the default lock); sdenv runs in the dev venv
+# (DEV_PYTHON, default .venv/bin/python).
 set -euo pipefail
 BEFORE=$1 AFTER=$2 PY=$3 OUT=$4 RUNS=${5:-3}
 DEV=${DEV_PYTHON:-.venv/bin/python}
@@ -17,7 +18,8 @@ for i in $(seq 1 "$RUNS"); do
     if [ "$v" = before ]; then SRC=$BEFORE; else SRC=$AFTER; fi
     cut -d' ' -f1 /proc/loadavg > "$WORK/$v.$i.load"
     /usr/bin/time -f "%e %U %S" -o "$WORK/$v.$i.time" env PYTHONPATH="$SRC" "$DEV" -m sdenv \
-      verify --python "$PY" --json > "$WORK/$v.$i.json" 2> "$WORK/$v.$i.err" || true
+      verify --python "$PY" --json > "$WORK/$v.$i.json" 2> "$WORK/$v.$i.err" \
+      && echo 0 > "$WORK/$v.$i.rc" || echo $? > "$WORK/$v.$i.rc"
     ps -eo pcpu,etime,args --sort=-pcpu | head -6 | cut -c1-160 > "$WORK/$v.$i.ps"
   done
 done
@@ -32,6 +34,7 @@ for v in ("before", "after"):
         wall, user, sys_ = (float(x) for x in (work / f"{v}.{i}.time").read_text().split()[-3:])
         report = json.loads((work / f"{v}.{i}.json").read_text() or "{}")
         rows.append({
+            "exit": int((work / f"{v}.{i}.rc").read_text()),
             "wall_s": wall, "cpu_s": round(user + sys_, 2),
             "load1_before": float((work / f"{v}.{i}.load").read_text()),
             "verdict": report.get("verdict"),
