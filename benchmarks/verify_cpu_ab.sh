@@ -23,10 +23,13 @@ for i in $(seq 1 "$RUNS"); do
     ps -eo pcpu,etime,args --sort=-pcpu | head -6 | cut -c1-160 > "$WORK/$v.$i.ps"
   done
 done
-python3 - "$WORK" "$OUT" "$RUNS" "$*" <<'PY'
+# Paths under this checkout and the dev venv's are written relative (the results name no machine).
+ROOTS="$(git rev-parse --show-toplevel)/ $(cd "$(dirname "$DEV")/../.." && pwd)/"
+python3 - "$WORK" "$OUT" "$RUNS" "$*" "$ROOTS" <<'PY'
 import json, sys
 from pathlib import Path
 work, out, runs, args = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+roots = sys.argv[5].split()
 result = {"command": f"bash benchmarks/verify_cpu_ab.sh {args}", "runs": {}}
 for v in ("before", "after"):
     rows = []
@@ -44,6 +47,9 @@ for v in ("before", "after"):
     result["runs"][v] = rows
     result[f"{v}_best_wall_s"] = min(r["wall_s"] for r in rows)
     result[f"{v}_best_cpu_s"] = min(r["cpu_s"] for r in rows)
-Path(out).write_text(json.dumps(result, indent=1) + "\n")
+text = json.dumps(result, indent=1) + "\n"
+for root in roots:
+    text = text.replace(root, "")
+Path(out).write_text(text)
 print(json.dumps({k: v for k, v in result.items() if k.endswith("_s")}))
 PY
