@@ -258,12 +258,12 @@ def run_graph(
         if group is not None:
             pool.submit(group.run, slots)
         while pending or running:
-            for name, raw in _ready(pending, outcome):
-                if raw is None:
+            for name, skip in _ready(pending, outcome):
+                if skip is None:
                     running[pool.submit(job, name)] = name
                 else:
-                    outcome[name] = raw
-                    on_result(name, raw)
+                    outcome[name] = skip
+                    on_result(name, skip)
             if not running:
                 if pending:  # unreachable with acyclic prerequisites; never spin
                     raise RuntimeError(f"smoke checks never became ready: {sorted(pending)}")
