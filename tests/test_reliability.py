@@ -283,7 +283,7 @@ def children_running(tmp: Path) -> list[int]:
             cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if str(tmp) in cmdline and "_smoke_target" in cmdline:
+        if str(tmp) in cmdline and "target/smoke.py" in cmdline:
             found.append(int(proc.name))
     return found
 
@@ -570,7 +570,7 @@ def test_sigterm_stops_the_target_processes_and_removes_temp_dirs(
     # A target interpreter whose torch check never ends (the others run for real).
     wrapper = tmp_path / "python"
     wrapper.write_text(
-        f'#!/bin/sh\ncase "$*" in *"_smoke_target.py torch"*) exec sleep 3137;; esac\n'
+        f'#!/bin/sh\ncase "$*" in *"target/smoke.py torch"*) exec sleep 3137;; esac\n'
         f'exec {sys.executable} "$@"\n'
     )
     wrapper.chmod(0o755)

@@ -4,7 +4,6 @@ isolation with small real scripts, FP8 checks on the runtime env's torch, and th
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,20 +12,20 @@ from typing import Any
 
 import pytest
 
-from sdenv import _smoke_target as target
+from sdenv import _target
+from sdenv._smoke_run import run_one
 from sdenv.cli import main
 from sdenv.errors import UsageError
 from sdenv.smoke import (
     CHECK_NAMES,
     CHECKS,
-    TARGET_SCRIPT,
     SmokeError,
     SmokeReport,
-    _run_one,
     classify,
     frame_packages,
     run_smoke,
 )
+from sdenv.target import smoke as target
 
 RECORDED = Path(__file__).with_name("smoke_recorded")
 
@@ -184,14 +183,15 @@ def test_frame_packages_follow_pythonpath_dirs() -> None:
 
 
 def _script(tmp_path: Path, body: str) -> Path:
-    path = tmp_path / "_smoke_target.py"
-    path.write_text(textwrap.dedent(body))
-    return path
+    """A staged target package whose smoke module is ``body``; returns the staging root."""
+    root = _target.stage(tmp_path)
+    (root / "sdenv" / "target" / "smoke.py").write_text(textwrap.dedent(body))
+    return root
 
 
 def test_segfault_is_a_failed_check(tmp_path: Path) -> None:
     script = _script(tmp_path, "import ctypes\nctypes.string_at(0)\n")
-    raw = _run_one(sys.executable, script, "torch", False, 30)
+    raw = run_one(sys.executable, script, "torch", False, 30)
     assert raw.status == "fail"
     assert raw.error == "crashed: killed by SIGSEGV"
     assert "Segmentation fault" in raw.log  # PYTHONFAULTHANDLER's report
@@ -207,7 +207,7 @@ def test_hang_is_killed_at_the_timeout(tmp_path: Path) -> None:
         time.sleep(60)
         """,
     )
-    raw = _run_one(sys.executable, script, "torch", False, 1.5)
+    raw = run_one(sys.executable, script, "torch", False, 1.5)
     assert raw.status == "fail"
     assert raw.detail == "timed out after 1.5 s"
     assert raw.seconds < 10
@@ -215,7 +215,7 @@ def test_hang_is_killed_at_the_timeout(tmp_path: Path) -> None:
 
 def test_no_result_line_is_a_failure(tmp_path: Path) -> None:
     script = _script(tmp_path, "import sys\nprint('hello')\nsys.exit(3)\n")
-    raw = _run_one(sys.executable, script, "torch", False, 30)
+    raw = run_one(sys.executable, script, "torch", False, 30)
     assert (raw.status, raw.error) == ("fail", "crashed: exited with code 3 and no result")
 
 
@@ -310,9 +310,8 @@ def test_fp8_checks_pass_on_cpu_with_reported_overflow(mixed_report: SmokeReport
 # --------------------------------------------------------------- API and CLI contract
 
 
-def test_target_script_imports_no_sdenv() -> None:
-    text = TARGET_SCRIPT.read_text()
-    assert "import sdenv" not in text and "from sdenv" not in text
+def test_every_check_has_a_target_function() -> None:
+    # The target imports only the standard library: tests/test_target.py.
     assert set(CHECK_NAMES) <= set(target.CHECKS)
     # Prerequisites exist and come first, so one pass of the scheduler resolves a chain.
     for i, spec in enumerate(CHECKS):
@@ -384,12 +383,10 @@ def test_cli_json_and_exit_codes(
 
 @pytest.mark.runtime
 def test_target_runs_standalone_without_sdenv(tmp_path: Path) -> None:
-    # As in an image: a copy of the file, an interpreter that cannot import sdenv.
-    copy = tmp_path / "t.py"
-    shutil.copyfile(TARGET_SCRIPT, copy)
-    proc = subprocess.run(
-        [sys.executable, "-I", str(copy), "env"], capture_output=True, text=True, check=True
-    )
+    # As in an image: a staged copy, an interpreter that cannot import sdenv (-I).
+    root = _target.stage(tmp_path)
+    cmd = _target.command(sys.executable, root, "smoke", ["env"], isolated=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=root)
     line = proc.stdout.strip().splitlines()[-1]
     assert line.startswith(target.MARKER)
     record = json.loads(line[len(target.MARKER) :])

@@ -7,17 +7,18 @@ Four kinds, each enough to fail ``sdenv verify``:
 - modified files: a file whose sha256 differs from the one its distribution's RECORD lists, or a
   listed file that is gone (a tampered, patched or half-installed package).
 
-The inventory is taken *inside* the target interpreter by a standard-library-only script run as a
-subprocess (``importlib.metadata`` of that interpreter, its ``sys.path``), so sdenv can verify a
-venv or an image's Python that does not have sdenv installed. The comparison with the lock is a
-pure function of that inventory (``compare``).
+The inventory is taken *inside* the target interpreter by ``sdenv.target.inventory`` (standard
+library only) run as a subprocess (``importlib.metadata`` of that interpreter, its ``sys.path``),
+so sdenv can verify a venv or an image's Python that does not have sdenv installed. The
+comparison with the lock is a pure function of that inventory (``compare``).
 """
 
 from __future__ import annotations
 
-import json
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +26,11 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from sdenv import _cleanup
+from sdenv import _cleanup, _target
+from sdenv._cleanup import throwaway_dir
 from sdenv.errors import SdenvError
 from sdenv.lock.lockfile import Lockfile
+from sdenv.target.protocol import last_result
 
 # Installed by venv seeding or pip itself, never pinned by a lock; sdenv goes in with --no-deps.
 DEFAULT_IGNORE = frozenset({"pip", "setuptools", "wheel", "sdenv", "distribute"})
@@ -35,78 +38,6 @@ DEFAULT_IGNORE = frozenset({"pip", "setuptools", "wheel", "sdenv", "distribute"}
 
 class DriftError(SdenvError):
     """The inventory of the target interpreter could not be taken."""
-
-
-# Runs inside the target interpreter: standard library only, Python >= 3.8.
-# Hashes every file a distribution's RECORD lists with a hash, in threads (hashlib releases the
-# GIL on large buffers, so torch's 1.6 GB hash in parallel with the nvidia-* wheels).
-INVENTORY_SCRIPT = r"""
-import base64, hashlib, json, os, sys
-from concurrent.futures import ThreadPoolExecutor
-from importlib import metadata
-
-check_files = sys.argv[1] == "1"
-
-def canon(name):
-    import re
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-def file_hash(path, algo):
-    h = hashlib.new(algo)
-    try:
-        with open(path, "rb") as fh:
-            while True:
-                chunk = fh.read(1 << 20)
-                if not chunk:
-                    break
-                h.update(chunk)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        return "error:" + str(exc)
-    return base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode()
-
-seen = {}
-jobs = []
-for dist in metadata.distributions():
-    name = dist.metadata["Name"]
-    if not name:
-        continue
-    key = canon(name)
-    if key in seen:  # shadowed by an earlier sys.path entry: Python imports the first one
-        continue
-    entry = {"name": key, "version": dist.version, "location": str(dist.locate_file("")),
-             "record": False, "files": 0, "modified": [], "missing_files": []}
-    seen[key] = entry
-    if not check_files:
-        continue
-    files = dist.files
-    if files is None:
-        continue
-    entry["record"] = True
-    for f in files:
-        if f.hash is None or f.hash.mode not in hashlib.algorithms_available:
-            continue  # RECORD itself, .pyc files compiled after install
-        entry["files"] += 1
-        jobs.append((entry, str(f), str(dist.locate_file(f)), f.hash.mode, f.hash.value))
-
-def check(job):
-    entry, rel, path, algo, want = job
-    return job, file_hash(path, algo)
-
-with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 2) * 2)) as pool:
-    for (entry, rel, path, algo, want), got in pool.map(check, jobs):
-        if got is None:
-            entry["missing_files"].append(rel)
-        elif got != want:
-            entry["modified"].append(rel)
-
-for e in seen.values():
-    e["modified"].sort(); e["missing_files"].sort()
-print(json.dumps({"python": sys.executable,
-                  "version": "%d.%d.%d" % sys.version_info[:3],
-                  "dists": sorted(seen.values(), key=lambda e: e["name"])}))
-"""
 
 
 @dataclass(frozen=True)
@@ -247,26 +178,31 @@ def take_inventory(
     verify runs it. ``isolated`` (``-I``) sees the interpreter's own environment alone: what a
     venv just built holds, whatever the caller's PYTHONPATH.
     """
-    import time
-
-    exe = str(python) if python else sys.executable
+    # Absolute (it runs from a staging dir) but not resolved: a venv's python is a symlink whose
+    # target would run outside the venv.
+    exe = os.path.abspath(python) if python else sys.executable
     t0 = time.perf_counter()
-    try:
-        proc = _cleanup.run(
-            [exe, *(["-I"] if isolated else []), "-c", INVENTORY_SCRIPT, str(int(check_files))],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except FileNotFoundError:
-        raise DriftError(f"{exe}: no such interpreter; pass the venv's bin/python") from None
-    except subprocess.TimeoutExpired:
-        raise DriftError(f"{exe}: inventory took over {timeout:.0f} s") from None
-    if proc.returncode != 0:
+    with throwaway_dir("sdenv-drift-") as tmp:
+        root = _target.stage(tmp)
+        cmd = _target.command(exe, root, "inventory", [str(int(check_files))], isolated=isolated)
+        try:
+            proc = _cleanup.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+                cwd=root,
+                env=_target.child_env(),
+            )
+        except FileNotFoundError:
+            raise DriftError(f"{exe}: no such interpreter; pass the venv's bin/python") from None
+        except subprocess.TimeoutExpired:
+            raise DriftError(f"{exe}: inventory took over {timeout:.0f} s") from None
+    data = last_result(proc.stdout) if proc.returncode == 0 else None
+    if data is None:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise DriftError(f"{exe}: inventory failed: {tail}")
-    data = json.loads(proc.stdout)
     dists = tuple(
         InstalledDist(
             name=d["name"],

@@ -16,7 +16,6 @@ the verdict only with ``fail_on_skip``.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
@@ -32,8 +31,10 @@ from typing import Any
 from sdenv import _cleanup
 from sdenv._cleanup import throwaway_dir
 from sdenv._json import to_jsonable
+from sdenv._target import child_env
 from sdenv.errors import SdenvError, UsageError
 from sdenv.lock.lockfile import DEFAULT_LOCK_DIR
+from sdenv.target.protocol import last_result
 
 # For Python 3.11 this is lockfiles/sd35-fp8-cu121-py3.11-linux_x86_64.txt.
 DEFAULT_LOCK_PATTERN = "lockfiles/sd35-fp8-cu121-py{python}-linux_x86_64.txt"
@@ -114,13 +115,10 @@ def _sdenv_path() -> str:
 
 
 def _target_env() -> dict[str, str]:
-    env = dict(os.environ)
     # sdenv's own modules run in the target without being installed there; the ones used
     # (probe, decide, compat, generate, tinymodel) import only the standard library at top level.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_sdenv_path(), env.get("PYTHONPATH")]))
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return env
+    # Not offline: --model may name a model the target loads the way it deploys it.
+    return child_env(pythonpath=[_sdenv_path()], offline=False)
 
 
 def _run_target(python: str, args: list[str], timeout: float) -> tuple[int | None, str, str]:
@@ -152,10 +150,12 @@ def _last_line(text: str) -> str:
 
 
 # The target collects facts (its torch, its torchao, its GPUs); the host decides, with the env
-# specs it has, so the advisory can name the env that runs native FP8 on this box.
+# specs it has, so the advisory can name the env that runs native FP8 on this box. A string until
+# the probe's torch part moves into sdenv.target; it answers through that package's protocol.
 _PROBE_SNIPPET = (
-    "import dataclasses, json; from sdenv.probe import collect_facts; "
-    "print(json.dumps(dataclasses.asdict(collect_facts(with_torch=True))))"
+    "import dataclasses; from sdenv.probe import collect_facts; "
+    "from sdenv.target.protocol import emit; "
+    "emit(dataclasses.asdict(collect_facts(with_torch=True)))"
 )
 
 
@@ -187,11 +187,8 @@ def probe_part(
         facts = collect_facts(with_torch=True)
     else:
         rc, out, errtext = _run_target(python, ["-c", _PROBE_SNIPPET], 120.0)
-        try:
-            loaded: Any = json.loads(_last_line(out)) if rc == 0 else None
-        except ValueError:
-            loaded = None
-        if not isinstance(loaded, dict):
+        loaded = last_result(out) if rc == 0 else None
+        if loaded is None:
             why = _last_line(errtext) if rc != 0 else f"no JSON report ({_last_line(out)})"
             return Part("probe", "fail", reasons=[f"probe failed in {python}: {why}"]), {}
         try:

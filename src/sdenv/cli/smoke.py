@@ -14,8 +14,10 @@ def register(subparsers: Any) -> None:
         "smoke",
         help="import and run torch/xformers/diffusers/transformers and FP8 checks in an env",
         description=(
-            "Run each check in its own process of the target interpreter (a segfault or an "
-            "undefined symbol cannot take the run down), classify failures with the "
+            "Run the checks in processes of the target interpreter (a segfault or an "
+            "undefined symbol cannot take the run down: crash-prone checks run alone, the "
+            "others share one process and any that fails there is re-run alone), classify "
+            "failures with the "
             "distributions to blame and a fix hint. Exit 1 on any failure; skipped checks "
             "(no GPU) are listed as skipped, never passed."
         ),
@@ -42,7 +44,7 @@ def register(subparsers: Any) -> None:
         type=float,
         default=180.0,
         metavar="S",
-        help="limit for each check's process in seconds (default 180)",
+        help="limit for each check in seconds (default 180; a shared process: per check)",
     )
     p.add_argument(
         "--check",

@@ -1,16 +1,16 @@
 # The packages under test vary by version in how typed they are; their calls are checked at
 # run time by the checks themselves.
 # mypy: disable-error-code="no-untyped-call, attr-defined, import-untyped"
-"""Smoke checks that run INSIDE the target interpreter, one check per process.
+"""Smoke checks that run INSIDE the target interpreter.
 
 Standard library plus the packages under test only: target venvs and images do not have sdenv
-(nor rich, nor packaging) installed, so this file never imports sdenv. The host copies it into an
-empty directory and runs ``python <copy> <check-name> [--gpu|--no-gpu]``; the script directory
-then shadows nothing (``src/sdenv`` holds a ``venv.py`` that would shadow the standard library).
-
-Each check prints exactly one result line, ``@@SDENV-SMOKE@@ {json}``, as its last stdout line:
-``{"status": "pass"|"fail"|"skip", "detail": str, "error": str, "facts": {...}}``. A crash or
-hang produces no line; the host turns that into a failure.
+(nor rich, nor packaging) installed. The host stages this package in an empty directory and runs
+``smoke.py <check> [<check> ...] [--gpu|--no-gpu]`` (``sdenv._target.command``): one process may
+run several checks, in the order given, each reporting one result record through
+``sdenv.target.protocol`` as soon as it is done:
+``{"check": name, "status": "pass"|"fail"|"skip", "detail": str, "error": str, "facts": {...},
+"seconds": float}``. A crash or hang produces no record for the checks left; the host turns that
+into a failure (re-running each one alone).
 """
 
 from __future__ import annotations
@@ -24,23 +24,17 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-MARKER = "@@SDENV-SMOKE@@"
+from sdenv.target.protocol import MARKER, emit
+
+__all__ = ["CHECKS", "MARKER", "main", "run"]
+
+# The directory the host staged this package in: not a place packages under test come from.
+_STAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Distributions the report names by version (importlib.metadata, no imports of the packages).
 WATCHED = (
-    "torch",
-    "xformers",
-    "diffusers",
-    "transformers",
-    "huggingface-hub",
-    "tokenizers",
-    "accelerate",
-    "safetensors",
-    "sentencepiece",
-    "protobuf",
-    "numpy",
-    "torchao",
-    "triton",
+    *("torch", "xformers", "diffusers", "transformers", "huggingface-hub", "tokenizers"),
+    *("accelerate", "safetensors", "sentencepiece", "protobuf", "numpy", "torchao", "triton"),
 )
 
 # FP8 formats: mantissa bits, largest finite value, smallest normal value (OCP FP8 spec).
@@ -115,7 +109,7 @@ def check_env(mode: str) -> dict[str, Any]:
             "driver": _driver_version(),
             "gpu_wanted": _gpu_wanted(mode),
             "module_dists": {k: v for k, v in dists.items() if not k.startswith("_")},
-            "sys_path": [p for p in sys.path if p],
+            "sys_path": [p for p in sys.path if p and os.path.abspath(p) != _STAGE_ROOT],
         },
     }
 
@@ -580,19 +574,19 @@ def run(name: str, mode: str) -> dict[str, Any]:
             "error": traceback.format_exc(),
             "facts": {},
         }
+    record["check"] = name
     record["seconds"] = time.perf_counter() - start
     return record
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in CHECKS:
-        print(f"usage: {os.path.basename(__file__)} {{{','.join(CHECKS)}}} [--gpu|--no-gpu]")
+    names = [a for a in argv if not a.startswith("--")]
+    if not names or any(n not in CHECKS for n in names):
+        print(f"usage: smoke.py {{{','.join(CHECKS)}}}... [--gpu|--no-gpu]")
         return 2
     mode = "on" if "--gpu" in argv else "off" if "--no-gpu" in argv else "auto"
-    record = run(argv[0], mode)
-    sys.stdout.flush()
-    sys.stdout.write("\n" + MARKER + " " + json.dumps(record, default=str) + "\n")
-    sys.stdout.flush()
+    for name in names:
+        emit(run(name, mode))
     return 0
 
 
