@@ -529,7 +529,7 @@ def test_one_slow_package_is_not_audited_not_an_outage(
 def test_json_is_printed_on_a_usage_error_too(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The service-down case: tests/test_audit.py::test_cli_unreachable_is_one_line_error.
+    # The service-down case: tests/supply/test_audit.py::test_cli_unreachable_is_one_line_error.
     assert main(["audit", "--json", "--lock", str(tmp_path / "none.txt")]) == 2
     captured = capsys.readouterr()
     data = json.loads(captured.out)

@@ -29,3 +29,26 @@ def test_missing_ca_bundle_is_a_usage_error(
 ) -> None:
     assert main(["image", "build", "--ca-bundle", str(tmp_path / "nope.pem")]) == 2
     assert "--ca-bundle" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("absent.whl", "--sdenv-wheel {path}: no such wheel"),
+        ("rich-13.0-py3-none-any.whl", "--sdenv-wheel {path}: not an sdenv wheel's file name"),
+    ],
+)
+def test_a_bad_sdenv_wheel_is_a_usage_error_before_the_engine(
+    name: str,
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'none.sock'}")
+    path = tmp_path / name
+    if name != "absent.whl":
+        path.write_bytes(b"PK")
+    assert main(["image", "build", "--envs-dir", str(ENVS), "--sdenv-wheel", str(path)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert message.format(path=path) in line
