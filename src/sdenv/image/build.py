@@ -39,7 +39,7 @@ class BuildOutcome:
 
 
 @dataclass
-class _Stream:
+class BuildStream:
     """What the classic builder's output says so far: steps, cache hits, the last lines."""
 
     log: TextIO
@@ -92,7 +92,7 @@ def run_build(
     from docker.errors import APIError
 
     started = time.monotonic()
-    stream = _Stream(log, on_step)
+    stream = BuildStream(log, on_step)
     try:
         chunks = client.api.build(
             path=str(context),
