@@ -62,3 +62,29 @@ def osv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[OsvServer]:
     adv.mkdir()
     with OsvServer(adv) as server:
         yield server
+
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    LockWriter = Callable[[Path, dict[str, str]], Path]
+
+
+@pytest.fixture
+def make_lock() -> LockWriter:
+    """Writes a real sdenv lockfile pinning ``{name: version}``; each hash is the sha256 of a
+    stand-in file's bytes (``name-version``), so no wheel needs to exist."""
+    import hashlib
+
+    from sdenv.lock.lockfile import Pin, make_lockfile, render_lockfile
+
+    def write(path: Path, pins: dict[str, str]) -> Path:
+        made = [
+            Pin(n, v, (f"sha256:{hashlib.sha256(f'{n}-{v}'.encode()).hexdigest()}",))
+            for n, v in pins.items()
+        ]
+        lock = make_lockfile([("env", "test"), ("python", "3.11")], made)
+        path.write_text(render_lockfile(lock), encoding="utf-8")
+        return path
+
+    return write

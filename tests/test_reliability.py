@@ -23,7 +23,7 @@ import pytest
 from helpers.specs import HOST, lock_options, write_spec
 from osv_server import OsvServer, advisory
 from pypi_index import Dist, build_index, sd_stack, serve
-from sdenv import _cleanup, audit
+from sdenv import _cleanup, supply
 from sdenv import lock as core
 from sdenv.cli import main
 from sdenv.lock.lockfile import Pin, make_lockfile, render_lockfile
@@ -433,7 +433,7 @@ def test_one_slow_package_is_not_audited_not_an_outage(
 def test_json_is_printed_on_a_usage_error_too(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The service-down case: tests/test_audit.py::test_cli_unreachable_is_one_line_error.
+    # The service-down case: tests/supply/test_audit.py::test_cli_unreachable_is_one_line_error.
     assert main(["audit", "--json", "--lock", str(tmp_path / "none.txt")]) == 2
     captured = capsys.readouterr()
     data = json.loads(captured.out)
@@ -457,8 +457,8 @@ def test_fix_after_the_ignore_file(osv: OsvServer, tmp_path: Path) -> None:
             for i in ("PYSEC-T-2", "PYSEC-T-3")
         )
     )
-    report = audit.audit_locks(
-        [lock], osv_url=osv.query_url, ignores=audit.load_ignore_file(ignores), fix=True
+    report = supply.audit_locks(
+        [lock], osv_url=osv.query_url, ignores=supply.load_ignore_file(ignores), fix=True
     )
     (fix,) = report.fixes
     assert fix.proposed == "2.6.0"  # not 2.10.0: the ignored advisories do not drive the bump
@@ -504,7 +504,7 @@ def test_fix_knows_the_cuda_line_and_names_the_env_with_the_fix(
     assert "transformers<5 (rule transformers5-needs-torch-2.6)" in flat
     # No bump is proposed that the env cannot take (before: torch 2.10.0, then uv's refusal).
     assert "apply with" not in out
-    report = audit.audit_locks(
+    report = supply.audit_locks(
         [old_lock], osv_url=osv.query_url, fix=True, lock_dir=locks, envs_dir=envs
     )
     assert {f.package: f.proposed for f in report.fixes} == {"torch": None, "transformers": None}
@@ -548,7 +548,7 @@ def test_env_with_the_fix_named_from_its_cuda_line_before_it_is_locked(
     write_spec(envs, pypi, {"torch": ">=2.7"}, name="newest", cuda="cu128")
     lock = write_lock(tmp_path / "locks" / "old.txt", {"torch": "2.4.1"}, CU121_HEADER)
     publish(osv, advisory("PYSEC-T-1", "torch", ranges=[("0", "2.6.0")]))
-    report = audit.audit_locks(
+    report = supply.audit_locks(
         [lock], osv_url=osv.query_url, lock_dir=tmp_path / "locks", envs_dir=envs
     )
     (finding,) = report.not_fixable_here

@@ -45,7 +45,7 @@ TORCH_ARCH_LISTS: Mapping[str, tuple[str, ...]] = {
     "cu130": ("sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"),
     # PyPI torch 2.15.0 (cu132), read from the wheel's torch/lib/libtorch_python.so, which holds
     # the string torch._C._cuda_getArchFlags() returns (a ranged read, no GPU or install needed):
-    #   python -c "import re; from sdenv import wheelmeta as w; f = w.find_wheel(
+    #   python -c "import re; from sdenv.lock import wheelmeta as w; f = w.find_wheel(
     #     ['https://pypi.org/simple'], 'torch', '2.15.0', '3.11', 'x86_64-manylinux_2_28');
     #     print(set(re.findall(rb'sm_[0-9]+[af]?(?: sm_[0-9]+[af]?)+',
     #     w.read_member(f, 'torch/lib/libtorch_python.so'))))"

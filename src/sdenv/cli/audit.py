@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 
 from rich.markup import escape
+from rich.table import Table
 
-from sdenv import audit as core
+from sdenv import supply as core
 from sdenv.cli._args import add_lock_selection
 from sdenv.cli._output import err, out, print_json, status_style, styled, table
 from sdenv.errors import SdenvError, UsageError
@@ -108,83 +109,14 @@ def _render(report: core.AuditReport, plan: core.FixPlan) -> None:
             highlight=False,
         )
     if report.findings:
-        vulns = table(
-            ("package", "version", "advisory", "fixed in", "locks", "status"),
-            title="Vulnerabilities",
-            title_justify="left",
-        )
-        for f in report.findings:
-            status = "ignored" if f.ignored else "vulnerable"
-            note = (
-                f"{status} ({escape(f.ignored.reason)}; until {f.ignored.expires})"
-                if f.ignored
-                else status
-            )
-            version = f.version
-            if f.audited_version != f.version:
-                version += f" (as {f.audited_version})"
-            advisory = f.id + (f" ({', '.join(f.aliases)})" if f.aliases else "")
-            vulns.add_row(
-                f.package,
-                version,
-                advisory,
-                ", ".join(f.fix_versions) or "none yet",
-                "\n".join(f.locks),
-                note,
-                style=status_style("warn" if f.ignored else "fail"),
-            )
-        out.print(vulns)
+        out.print(_findings(report))
     if report.not_fixable_here:
-        stuck = table(
-            ("package", "advisory", "why no fix fits this env"),
-            title="Cannot be fixed inside the env (its CUDA line or a known incompatibility)",
-            title_justify="left",
-        )
-        for f in report.not_fixable_here:
-            stuck.add_row(f.package, f.id, escape(f.not_fixable_here), style=status_style("fail"))
-        out.print(stuck)
+        out.print(_not_fixable(report))
     if report.unaudited:
-        missed = table(
-            ("package", "version", "reason", "locks"),
-            title="Not audited (not counted as clean)",
-            title_justify="left",
-        )
-        for u in report.unaudited:
-            missed.add_row(
-                u.package, u.version, escape(u.reason), "\n".join(u.locks), style="yellow"
-            )
-        out.print(missed)
+        out.print(_unaudited(report))
     if report.fixes:
-        fixes = table(
-            ("package", "from", "to", "clears", "env", "spec", "re-lock (dry run)"),
-            title="Proposed fixes",
-            title_justify="left",
-        )
-        for p in report.fixes:
-            rows: list[core.FixCheck | None] = [
-                c for c in plan.checks if (c.package, c.version) == (p.package, p.version)
-            ]
-            for c in rows or [None]:
-                fixes.add_row(
-                    p.package,
-                    p.version,
-                    p.proposed or f"no fix: {escape(p.note)}",
-                    ", ".join(p.clears),
-                    c.env if c else "-",
-                    _cell(c.spec_status, c.spec_note) if c else "-",
-                    _cell(c.lock_status, c.lock_note) if c else "-",
-                )
-        out.print(fixes)
-        for s in plan.sets:
-            if s.command:
-                out.print(f"apply with: {s.command}", highlight=False, markup=False)
-            elif len(s.pins) > 1:
-                out.print(
-                    f"{s.env}: the bumps pass one by one but not together: {s.lock_note}",
-                    style=status_style("fail"),
-                    highlight=False,
-                    markup=False,
-                )
+        out.print(_fixes(report, plan))
+        _fix_sets(plan)
     active = len(report.active)
     ignored = len(report.findings) - active
     line = (
@@ -196,6 +128,93 @@ def _render(report: core.AuditReport, plan: core.FixPlan) -> None:
         {"pass": "pass", "vulnerable": "fail", "incomplete": "warn"}[report.status]
     )
     out.print(line, style=style)
+
+
+def _findings(report: core.AuditReport) -> Table:
+    vulns = table(
+        ("package", "version", "advisory", "fixed in", "locks", "status"),
+        title="Vulnerabilities",
+        title_justify="left",
+    )
+    for f in report.findings:
+        status = "ignored" if f.ignored else "vulnerable"
+        note = (
+            f"{status} ({escape(f.ignored.reason)}; until {f.ignored.expires})"
+            if f.ignored
+            else status
+        )
+        version = f.version
+        if f.audited_version != f.version:
+            version += f" (as {f.audited_version})"
+        advisory = f.id + (f" ({', '.join(f.aliases)})" if f.aliases else "")
+        vulns.add_row(
+            f.package,
+            version,
+            advisory,
+            ", ".join(f.fix_versions) or "none yet",
+            "\n".join(f.locks),
+            note,
+            style=status_style("warn" if f.ignored else "fail"),
+        )
+    return vulns
+
+
+def _not_fixable(report: core.AuditReport) -> Table:
+    stuck = table(
+        ("package", "advisory", "why no fix fits this env"),
+        title="Cannot be fixed inside the env (its CUDA line or a known incompatibility)",
+        title_justify="left",
+    )
+    for f in report.not_fixable_here:
+        stuck.add_row(f.package, f.id, escape(f.not_fixable_here), style=status_style("fail"))
+    return stuck
+
+
+def _unaudited(report: core.AuditReport) -> Table:
+    missed = table(
+        ("package", "version", "reason", "locks"),
+        title="Not audited (not counted as clean)",
+        title_justify="left",
+    )
+    for u in report.unaudited:
+        missed.add_row(u.package, u.version, escape(u.reason), "\n".join(u.locks), style="yellow")
+    return missed
+
+
+def _fixes(report: core.AuditReport, plan: core.FixPlan) -> Table:
+    fixes = table(
+        ("package", "from", "to", "clears", "env", "spec", "re-lock (dry run)"),
+        title="Proposed fixes",
+        title_justify="left",
+    )
+    for p in report.fixes:
+        rows: list[core.FixCheck | None] = [
+            c for c in plan.checks if (c.package, c.version) == (p.package, p.version)
+        ]
+        for c in rows or [None]:
+            fixes.add_row(
+                p.package,
+                p.version,
+                p.proposed or f"no fix: {escape(p.note)}",
+                ", ".join(p.clears),
+                c.env if c else "-",
+                _cell(c.spec_status, c.spec_note) if c else "-",
+                _cell(c.lock_status, c.lock_note) if c else "-",
+            )
+    return fixes
+
+
+def _fix_sets(plan: core.FixPlan) -> None:
+    for s in plan.sets:
+        if s.command:
+            out.print(f"apply with: {s.command}", highlight=False, markup=False)
+        elif len(s.pins) > 1:
+            out.print(
+                f"{s.env}: the bumps pass one by one but not together: {s.lock_note}",
+                style=status_style("fail"),
+                highlight=False,
+                markup=False,
+            )
 
 
 def _cell(status: str, note: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,6 +99,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_dirs(a)
     a.add_argument("--out-dir", type=Path, default=core.DEFAULT_OUT_DIR)
     a.add_argument(
+        "--sdenv-wheel",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the sdenv wheel the image installs (default: built from the source checkout this "
+        "sdenv runs from; an installed sdenv has none, so pass one)",
+    )
+    a.add_argument(
         "--gpus",
         action="store_true",
         help="smoke with the GPUs (device request) when the engine has the NVIDIA runtime",
@@ -167,6 +176,13 @@ def run_build(args: argparse.Namespace) -> int:
 
         require_file_arg(args.lock, "--lock", "lockfile", "pass a lockfile made by `sdenv lock`")
         read_lockfile(args.lock)  # binary or malformed: one line now, before the engine starts
+    if args.sdenv_wheel is not None:
+        require_file_arg(args.sdenv_wheel, "--sdenv-wheel", "wheel", "pass an sdenv-*.whl file")
+        if not re.fullmatch(r"sdenv-[^-]+-.+\.whl", args.sdenv_wheel.name):
+            raise UsageError(
+                f"--sdenv-wheel {args.sdenv_wheel}: not an sdenv wheel's file name; pass the "
+                "sdenv-*.whl that `uv build` made"
+            )
     req = core.BuildRequest(
         env=args.env,
         python=args.python,
@@ -177,6 +193,7 @@ def run_build(args: argparse.Namespace) -> int:
         out_dir=args.out_dir,
         transport=_transport(args),
         gpu=args.gpus,
+        sdenv_wheel=args.sdenv_wheel,
     )
     with _progress(args.json) as on_step:
         result = core.build_image(req, on_step=on_step)

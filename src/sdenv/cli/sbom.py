@@ -7,9 +7,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from sdenv import sbom as core
+from sdenv import supply as core
 from sdenv._fs import require_dir_arg
-from sdenv.audit import lockfiles_for
 from sdenv.cli._args import add_lock_selection
 from sdenv.cli._output import out, print_json
 
@@ -34,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     require_dir_arg(args.out, "--out")
-    targets = lockfiles_for(args.envs, args.lock, args.lock_dir, args.envs_dir)
+    targets = core.lockfiles_for(args.envs, args.lock, args.lock_dir, args.envs_dir)
     written = []
     for t in targets:
         path = core.write_sbom(t.path, core.sbom_path(args.out, t.path))

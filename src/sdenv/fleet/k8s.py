@@ -37,7 +37,7 @@ GFD_DRIVER = (
     "nvidia.com/cuda.driver-version.revision",
 )
 NAME = "sdenv-fleet"  # ServiceAccount, ClusterRole(Binding), ConfigMap
-IMAGE_PYTHON = "/opt/sdenv/venv/bin/python"  # where docker/app.Dockerfile installs the env
+IMAGE_PYTHON = "/opt/sdenv/venv/bin/python"  # where image/docker/app.Dockerfile installs the env
 LABELER_DIR = "/etc/sdenv-fleet"
 APP = {"app.kubernetes.io/name": "sdenv-verify", "app.kubernetes.io/managed-by": "sdenv"}
 Term = list[dict[str, Any]]

@@ -27,11 +27,10 @@ from typing import Any
 
 import pytest
 
+from conftest import REPO
 from sdenv import image as im
 from sdenv.lock.lockfile import Pin, make_lockfile, read_lockfile, write_lockfile
 from sdenv.lock.spec import load_spec
-
-REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.docker
 
@@ -127,7 +126,7 @@ class _AuthIndex(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def index(wheels: Path) -> Iterator[tuple[str, list[str]]]:
+def auth_index(wheels: Path) -> Iterator[tuple[str, list[str]]]:
     seen: list[str] = []
     handler = type("H", (_AuthIndex,), {"root": wheels, "seen_auth": seen})
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
@@ -182,7 +181,7 @@ def request_(
     os_base: str,
     envs_dir: Path,
     wheels: Path,
-    index: tuple[str, list[str]],
+    auth_index: tuple[str, list[str]],
     ca_bundle: tuple[Path, str],
     sdenv_wheel: Path,
     client: Any,
@@ -194,7 +193,7 @@ def request_(
         lock_path=_write_lock(tmp / "tiny.txt", wheels),
         envs_dir=envs_dir,
         out_dir=tmp / "images",
-        transport=im.Transport(ca_bundle[0], index[0]),
+        transport=im.Transport(ca_bundle[0], auth_index[0]),
         smoke_command=("--version",),
         sdenv_wheel=sdenv_wheel,
     )
@@ -209,7 +208,7 @@ def built(request_: im.BuildRequest, client: Any) -> im.ImageResult:
 
 
 def test_smoke_pass_tags_the_image_with_labels_user_and_entrypoint(
-    built: im.ImageResult, client: Any, index: tuple[str, list[str]]
+    built: im.ImageResult, client: Any, auth_index: tuple[str, list[str]]
 ) -> None:
     assert built.tagged and built.smoke.passed
     assert built.smoke.output_tail.startswith("sdenv ")
@@ -228,7 +227,7 @@ def test_smoke_pass_tags_the_image_with_labels_user_and_entrypoint(
     assert labels["io.sdenv.torch"] == "none" and labels["io.sdenv.python"] == "3.11"
     assert labels["org.opencontainers.image.version"]
     # The index really demanded auth and really got it: the build went through it.
-    assert any(a.startswith("Basic ") for a in index[1])
+    assert any(a.startswith("Basic ") for a in auth_index[1])
     # Installed exactly the lock, and sdenv itself.
     out = client.containers.run(
         built.image_id,

@@ -1,34 +1,25 @@
-"""`sdenv audit` against a real OSV-compatible HTTP server on 127.0.0.1 (tests/osv_server.py)."""
+"""`sdenv audit` against a real OSV-compatible HTTP server on 127.0.0.1 (tests/osv_server.py):
+findings, ignores applied, unaudited packages, unreachable services, --fix proposals, the CLI."""
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from osv_server import OsvServer, advisory
-from sdenv import audit
+from sdenv import supply as audit
 from sdenv.cli import main
-from sdenv.lock.lockfile import Pin, make_lockfile, render_lockfile
-from sdenv.lock.spec import load_spec
+from sdenv.errors import UsageError
+
+if TYPE_CHECKING:
+    from conftest import LockWriter
 
 TODAY = dt.date(2026, 11, 21)
-
-
-def write_lock(path: Path, pins: dict[str, str]) -> Path:
-    """A real sdenv lockfile; the hashes are sha256 of tiny stand-in files."""
-    made = []
-    for name, version in pins.items():
-        digest = hashlib.sha256(f"{name}-{version}".encode()).hexdigest()
-        made.append(Pin(name, version, (f"sha256:{digest}",)))
-    lock = make_lockfile([("env", "test"), ("python", "3.11")], made)
-    path.write_text(render_lockfile(lock), encoding="utf-8")
-    return path
 
 
 def publish(osv: OsvServer, record: dict[str, Any]) -> None:
@@ -42,12 +33,17 @@ def free_port() -> int:
     return port
 
 
-def test_found(osv: OsvServer, tmp_path: Path) -> None:
+def write_ignores(path: Path, body: str) -> Path:
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def test_found(osv: OsvServer, tmp_path: Path, make_lock: LockWriter) -> None:
     publish(
         osv,
         advisory("PYSEC-2026-1", "pillow", ranges=[("0", "10.3.0")], aliases=["CVE-2026-0001"]),
     )
-    lock = write_lock(tmp_path / "a.txt", {"pillow": "10.0.0", "requests": "2.32.3"})
+    lock = make_lock(tmp_path / "a.txt", {"pillow": "10.0.0", "requests": "2.32.3"})
     report = audit.audit_locks([lock], osv_url=osv.query_url)
     assert report.status == "vulnerable" and report.exit_code == 1
     (f,) = report.findings
@@ -62,9 +58,9 @@ def test_found(osv: OsvServer, tmp_path: Path) -> None:
     assert sorted(osv.queries) == [("pillow", "10.0.0"), ("requests", "2.32.3")]
 
 
-def test_clean(osv: OsvServer, tmp_path: Path) -> None:
+def test_clean(osv: OsvServer, tmp_path: Path, make_lock: LockWriter) -> None:
     publish(osv, advisory("PYSEC-2026-1", "pillow", ranges=[("0", "10.3.0")]))
-    lock = write_lock(tmp_path / "a.txt", {"pillow": "10.3.0", "requests": "2.32.3"})
+    lock = make_lock(tmp_path / "a.txt", {"pillow": "10.3.0", "requests": "2.32.3"})
     report = audit.audit_locks([lock], osv_url=osv.query_url)
     assert (report.status, report.exit_code, report.findings, report.unaudited) == (
         "pass",
@@ -75,42 +71,45 @@ def test_clean(osv: OsvServer, tmp_path: Path) -> None:
     assert report.packages == 2
 
 
-def test_shared_pin_is_queried_once_and_names_every_lock(osv: OsvServer, tmp_path: Path) -> None:
+def test_shared_pin_is_queried_once_and_names_every_lock(
+    osv: OsvServer, tmp_path: Path, make_lock: LockWriter
+) -> None:
     publish(osv, advisory("GHSA-aaaa-bbbb-cccc", "protobuf", ranges=[("0", "4.25.8")]))
-    a = write_lock(tmp_path / "env-py3.10.txt", {"protobuf": "4.25.3"})
-    b = write_lock(tmp_path / "env-py3.11.txt", {"protobuf": "4.25.3", "six": "1.16.0"})
+    a = make_lock(tmp_path / "env-py3.10.txt", {"protobuf": "4.25.3"})
+    b = make_lock(tmp_path / "env-py3.11.txt", {"protobuf": "4.25.3", "six": "1.16.0"})
     report = audit.audit_locks([a, b], osv_url=osv.query_url)
     assert report.findings[0].locks == ("env-py3.10", "env-py3.11")
     assert osv.queries.count(("protobuf", "4.25.3")) == 1
 
 
-def test_local_version_is_audited_as_its_public_version(osv: OsvServer, tmp_path: Path) -> None:
+def test_local_version_is_audited_as_its_public_version(
+    osv: OsvServer, tmp_path: Path, make_lock: LockWriter
+) -> None:
     # The record lists the exact release only: asking for "2.4.1+cu121" would not match it.
     publish(osv, advisory("PYSEC-2026-7", "torch", versions=["2.4.1"]))
-    lock = write_lock(tmp_path / "a.txt", {"torch": "2.4.1+cu121"})
+    lock = make_lock(tmp_path / "a.txt", {"torch": "2.4.1+cu121"})
     report = audit.audit_locks([lock], osv_url=osv.query_url)
     (f,) = report.findings
     assert (f.version, f.audited_version, f.id) == ("2.4.1+cu121", "2.4.1", "PYSEC-2026-7")
     assert osv.queries == [("torch", "2.4.1")]
 
 
-def test_alias_records_are_one_finding(osv: OsvServer, tmp_path: Path) -> None:
+def test_alias_records_are_one_finding(
+    osv: OsvServer, tmp_path: Path, make_lock: LockWriter
+) -> None:
     # OSV serves the PYSEC and the GHSA record of one hole; they alias each other.
     publish(osv, advisory("PYSEC-2026-2", "jinja2", ranges=[("0", "3.1.5")], aliases=["GHSA-x"]))
     publish(osv, advisory("GHSA-x", "jinja2", ranges=[("0", "3.1.5")], aliases=["PYSEC-2026-2"]))
-    lock = write_lock(tmp_path / "a.txt", {"jinja2": "3.1.4"})
+    lock = make_lock(tmp_path / "a.txt", {"jinja2": "3.1.4"})
     report = audit.audit_locks([lock], osv_url=osv.query_url)
     assert [(f.id, f.aliases) for f in report.findings] == [("PYSEC-2026-2", ("GHSA-x",))]
 
 
-def write_ignores(path: Path, body: str) -> Path:
-    path.write_text(body, encoding="utf-8")
-    return path
-
-
-def test_ignored_by_alias_until_expiry(osv: OsvServer, tmp_path: Path) -> None:
+def test_ignored_by_alias_until_expiry(
+    osv: OsvServer, tmp_path: Path, make_lock: LockWriter
+) -> None:
     publish(osv, advisory("PYSEC-2026-1", "pillow", ranges=[("0", "10.3.0")], aliases=["CVE-1"]))
-    lock = write_lock(tmp_path / "a.txt", {"pillow": "10.0.0"})
+    lock = make_lock(tmp_path / "a.txt", {"pillow": "10.0.0"})
     ignore = write_ignores(
         tmp_path / "ignore.toml",
         '[[ignore]]\nid = "CVE-1"\nreason = "no untrusted images"\nexpires = 2026-11-21\n',
@@ -123,9 +122,11 @@ def test_ignored_by_alias_until_expiry(osv: OsvServer, tmp_path: Path) -> None:
     assert report.expired_ignores == ()
 
 
-def test_expired_ignore_does_not_apply_and_is_reported(osv: OsvServer, tmp_path: Path) -> None:
+def test_expired_ignore_does_not_apply_and_is_reported(
+    osv: OsvServer, tmp_path: Path, make_lock: LockWriter
+) -> None:
     publish(osv, advisory("PYSEC-2026-1", "pillow", ranges=[("0", "10.3.0")]))
-    lock = write_lock(tmp_path / "a.txt", {"pillow": "10.0.0"})
+    lock = make_lock(tmp_path / "a.txt", {"pillow": "10.0.0"})
     ignore = write_ignores(
         tmp_path / "ignore.toml",
         '[[ignore]]\nid = "PYSEC-2026-1"\nreason = "r"\nexpires = "2026-11-20"\n',
@@ -137,9 +138,11 @@ def test_expired_ignore_does_not_apply_and_is_reported(osv: OsvServer, tmp_path:
     assert [r.id for r in report.expired_ignores] == ["PYSEC-2026-1"]
 
 
-def test_ignore_scoped_to_another_package_does_not_apply(osv: OsvServer, tmp_path: Path) -> None:
+def test_ignore_scoped_to_another_package_does_not_apply(
+    osv: OsvServer, tmp_path: Path, make_lock: LockWriter
+) -> None:
     publish(osv, advisory("PYSEC-2026-1", "pillow", ranges=[("0", "10.3.0")]))
-    lock = write_lock(tmp_path / "a.txt", {"pillow": "10.0.0"})
+    lock = make_lock(tmp_path / "a.txt", {"pillow": "10.0.0"})
     ignore = write_ignores(
         tmp_path / "ignore.toml",
         '[[ignore]]\nid = "PYSEC-2026-1"\npackage = "torch"\nreason = "r"\nexpires = 2099-01-01\n',
@@ -150,9 +153,11 @@ def test_ignore_scoped_to_another_package_does_not_apply(osv: OsvServer, tmp_pat
     assert report.status == "vulnerable"
 
 
-def test_unanswered_package_is_unaudited_not_clean(osv: OsvServer, tmp_path: Path) -> None:
+def test_unanswered_package_is_unaudited_not_clean(
+    osv: OsvServer, tmp_path: Path, make_lock: LockWriter
+) -> None:
     osv.fail["mystery-pkg"] = 500
-    lock = write_lock(tmp_path / "a.txt", {"mystery-pkg": "1.0", "requests": "2.32.3"})
+    lock = make_lock(tmp_path / "a.txt", {"mystery-pkg": "1.0", "requests": "2.32.3"})
     report = audit.audit_locks([lock], osv_url=osv.query_url)
     assert (report.status, report.exit_code, report.findings) == ("incomplete", 3, ())
     (u,) = report.unaudited
@@ -160,36 +165,44 @@ def test_unanswered_package_is_unaudited_not_clean(osv: OsvServer, tmp_path: Pat
     assert "HTTP 500" in u.reason
 
 
-def test_unreachable_service_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_service_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_lock: LockWriter
+) -> None:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    lock = write_lock(tmp_path / "a.txt", {"requests": "2.32.3"})
+    lock = make_lock(tmp_path / "a.txt", {"requests": "2.32.3"})
     url = f"http://127.0.0.1:{free_port()}/v1/query"
     with pytest.raises(audit.AuditServiceError, match="cannot reach the osv vulnerability service"):
         audit.audit_locks([lock], osv_url=url, timeout=5)
 
 
-def test_service_that_answers_nothing_is_an_error(osv: OsvServer, tmp_path: Path) -> None:
-    lock = write_lock(tmp_path / "a.txt", {"requests": "2.32.3", "six": "1.16.0"})
+def test_service_that_answers_nothing_is_an_error(
+    osv: OsvServer, tmp_path: Path, make_lock: LockWriter
+) -> None:
+    lock = make_lock(tmp_path / "a.txt", {"requests": "2.32.3", "six": "1.16.0"})
     # A wrong endpoint on a live server: 404 for every package.
     with pytest.raises(audit.AuditServiceError, match="answered none of 2 packages.*HTTP 404"):
         audit.audit_locks([lock], osv_url=f"{osv.url}/v2/query")
 
 
-def test_base_url_of_a_mirror_is_accepted(osv: OsvServer, tmp_path: Path) -> None:
+def test_base_url_of_a_mirror_is_accepted(
+    osv: OsvServer, tmp_path: Path, make_lock: LockWriter
+) -> None:
     publish(osv, advisory("PYSEC-2026-1", "pillow", ranges=[("0", "10.3.0")]))
-    lock = write_lock(tmp_path / "a.txt", {"pillow": "10.0.0"})
+    lock = make_lock(tmp_path / "a.txt", {"pillow": "10.0.0"})
     assert audit.audit_locks([lock], osv_url=osv.url).status == "vulnerable"
-    with pytest.raises(audit.UsageError, match="not an http"):
+    with pytest.raises(UsageError, match="not an http"):
         audit.audit_locks([lock], osv_url="ftp://x")
 
 
-def test_fix_proposes_smallest_clean_bump(osv: OsvServer, tmp_path: Path) -> None:
+def test_fix_proposes_smallest_clean_bump(
+    osv: OsvServer, tmp_path: Path, make_lock: LockWriter
+) -> None:
     # 2.4.1 is fixed on its branch in 2.4.2, but 2.4.2 has an advisory of its own fixed in 2.4.3.
     publish(osv, advisory("PYSEC-1", "transformers", ranges=[("0", "2.3.5"), ("2.4.0", "2.4.2")]))
     publish(osv, advisory("PYSEC-2", "transformers", ranges=[("2.4.2", "2.4.3")]))
     publish(osv, advisory("PYSEC-3", "nofix", ranges=[("0", None)]))
-    lock = write_lock(tmp_path / "a.txt", {"transformers": "2.4.1", "nofix": "1.0"})
+    lock = make_lock(tmp_path / "a.txt", {"transformers": "2.4.1", "nofix": "1.0"})
     report = audit.audit_locks([lock], osv_url=osv.query_url, fix=True)
     fixes = {p.package: p for p in report.fixes}
     assert fixes["transformers"].proposed == "2.4.3"
@@ -198,58 +211,14 @@ def test_fix_proposes_smallest_clean_bump(osv: OsvServer, tmp_path: Path) -> Non
     assert ("transformers", "2.4.2") in osv.queries
 
 
-def test_spec_allows(repo: Path) -> None:
-    spec = load_spec("sd35-fp8-cu121", repo / "envs")
-    assert audit.spec_allows(spec, "torch", "2.6.0")[0] == "ok"
-    assert audit.spec_allows(spec, "torch", "2.3.1")[0] == "fail"
-    assert audit.spec_allows(spec, "pillow", "99")[0] == "ok"  # transitive: spec is silent
-
-
-@pytest.mark.parametrize(
-    ("body", "message"),
-    [
-        ('[[ignore]]\nid = "X"\nreason = "r"\n', r"ignore\[0\]\.expires: required date"),
-        ('[[ignore]]\nid = "X"\nexpires = 2027-01-01\n', r"ignore\[0\]\.reason: required"),
-        ('[[ignore]]\nreason = "r"\nexpires = 2027-01-01\n', r"ignore\[0\]\.id: required"),
-        ('[[ignore]]\nid = "X"\nreason = "r"\nexpires = "soon"\n', r"expires: required date"),
-        ('[[ignore]]\nid = "X"\nreason = "r"\nexpires = 2027-01-01\nwhy = 1\n', r"\.why: unknown"),
-        ("[[ignores]]\n", r"unknown table 'ignores'"),
-        ("ignore = [", r"invalid TOML"),
-    ],
-)
-def test_bad_ignore_file(tmp_path: Path, body: str, message: str) -> None:
-    path = write_ignores(tmp_path / "i.toml", body)
-    with pytest.raises(audit.IgnoreFileError, match=message):
-        audit.load_ignore_file(path, today=TODAY)
-
-
-def test_lockfiles_for_env_names_missing_lock(repo: Path, tmp_path: Path) -> None:
-    with pytest.raises(
-        audit.UsageError, match=r"no lockfile for sd35-fp8-cu121-py3.10.*sdenv lock"
-    ):
-        audit.lockfiles_for(["sd35-fp8-cu121"], [], tmp_path, repo / "envs")
-
-
-def test_lockfiles_for_env_targets(repo: Path, tmp_path: Path) -> None:
-    for py in ("3.10", "3.11", "3.12"):
-        write_lock(tmp_path / f"sd35-fp8-cu121-py{py}-linux_x86_64.txt", {"six": "1.16.0"})
-    found = audit.lockfiles_for([], [], tmp_path, repo / "envs")  # the default env
-    assert [t.label for t in found] == [
-        "sd35-fp8-cu121-py3.10-linux_x86_64",
-        "sd35-fp8-cu121-py3.11-linux_x86_64",
-        "sd35-fp8-cu121-py3.12-linux_x86_64",
-    ]
-    assert all(t.spec is not None and t.spec.name == "sd35-fp8-cu121" for t in found)
-
-
 # --- the command line -------------------------------------------------------------------------
 
 
 def test_cli_json_exit_code_and_table(
-    osv: OsvServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    osv: OsvServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], make_lock: LockWriter
 ) -> None:
     publish(osv, advisory("PYSEC-2026-1", "pillow", ranges=[("0", "10.3.0")]))
-    lock = write_lock(tmp_path / "a.txt", {"pillow": "10.0.0", "torch": "2.4.1+cu121"})
+    lock = make_lock(tmp_path / "a.txt", {"pillow": "10.0.0", "torch": "2.4.1+cu121"})
     args = ["audit", "--lock", str(lock), "--osv-url", osv.query_url]
     assert main([*args, "--json"]) == 1
     data = json.loads(capsys.readouterr().out)
@@ -278,11 +247,14 @@ def test_cli_json_exit_code_and_table(
 
 
 def test_cli_unreachable_is_one_line_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    make_lock: LockWriter,
 ) -> None:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    lock = write_lock(tmp_path / "a.txt", {"six": "1.16.0"})
+    lock = make_lock(tmp_path / "a.txt", {"six": "1.16.0"})
     url = f"http://127.0.0.1:{free_port()}"
     assert main(["audit", "--lock", str(lock), "--osv-url", url, "--json"]) == 1
     captured = capsys.readouterr()
@@ -295,9 +267,9 @@ def test_cli_unreachable_is_one_line_error(
 
 
 def test_cli_bad_ignore_file_is_usage_error(
-    osv: OsvServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    osv: OsvServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], make_lock: LockWriter
 ) -> None:
-    lock = write_lock(tmp_path / "a.txt", {"six": "1.16.0"})
+    lock = make_lock(tmp_path / "a.txt", {"six": "1.16.0"})
     ignore = write_ignores(tmp_path / "i.toml", '[[ignore]]\nid = "X"\nreason = "r"\n')
     code = main(["audit", "--lock", str(lock), "--osv-url", osv.url, "--ignore-file", str(ignore)])
     assert code == 2
@@ -324,26 +296,3 @@ def test_osv_server_batch_and_record_endpoints(osv: OsvServer) -> None:
     assert [[v["id"] for v in r.get("vulns", [])] for r in results] == [["PYSEC-2026-1"], []]
     with urllib.request.urlopen(f"{osv.url}/v1/vulns/PYSEC-2026-1") as resp:
         assert json.load(resp)["affected"][0]["package"]["name"] == "pillow"
-
-
-def test_shipped_example_ignore_file_is_valid(repo: Path) -> None:
-    example = repo / "src" / "sdenv" / "data" / "audit-ignore.example.toml"
-    ignores = audit.load_ignore_file(example, today=dt.date(2026, 11, 21))
-    assert [(r.id, r.package) for r in ignores.active] == [("GHSA-xxxx-xxxx-xxxx", "pillow")]
-    # The same file the day after its entry's date: expired, reported, not applied.
-    later = audit.load_ignore_file(example, today=dt.date(2027, 4, 1))
-    assert later.active == () and len(later.expired) == 1
-
-
-def test_check_fixes_without_relock(repo: Path, tmp_path: Path) -> None:
-    """Bumps the spec excludes are not re-locked; locks given by path have no spec to check."""
-    spec = load_spec("sd35-fp8-cu121", repo / "envs")
-    lock = write_lock(tmp_path / "sd35-fp8-cu121-py3.11-linux_x86_64.txt", {"diffusers": "0.30.0"})
-    fix = audit.FixProposal("diffusers", "0.30.0", "0.30.3", ("PYSEC-9",), (lock.stem,))
-    by_env = audit.check_fixes([fix], [audit.LockTarget(lock, spec, spec.targets[1])], tmp_path)
-    (c,) = by_env.checks
-    assert (c.env, c.spec_status, c.lock_status) == ("sd35-fp8-cu121", "fail", "skip")
-    assert "diffusers>=0.31 excludes 0.30.3" in c.spec_note
-    assert by_env.sets == ()
-    by_path = audit.check_fixes([fix], [audit.LockTarget(lock)], tmp_path)
-    assert [(c.spec_status, c.lock_status) for c in by_path.checks] == [("skip", "skip")]

@@ -13,7 +13,7 @@ from cyclonedx.validation.json import JsonStrictValidator
 
 from sdenv.cli import main
 from sdenv.lock.lockfile import LockfileError, Pin, make_lockfile, render_lockfile
-from sdenv.sbom import render_sbom, sbom_path, write_sbom
+from sdenv.supply.sbom import render_sbom, sbom_path, write_sbom
 
 
 def sha(data: bytes) -> str:

@@ -15,6 +15,11 @@ from sdenv.cli import main
 from sdenv.lock.lockfile import read_lockfile
 
 
+def write_demo_spec(dest: Path, url: str, diffusers: str) -> Path:
+    """The test stack's env (test_lock's writer) with ``diffusers`` as given."""
+    return write_spec(dest, url, {**STACK_REQS, "diffusers": diffusers})
+
+
 def publish(adv: Path, *records: dict[str, Any]) -> None:
     adv.mkdir(exist_ok=True)
     for rec in records:
@@ -28,11 +33,13 @@ def test_fix_on_a_local_index(
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     locks = tmp_path / "locks"
-    spec = write_spec(tmp_path, index, {**STACK_REQS, "diffusers": "<0.35"})
+    spec = write_demo_spec(tmp_path, index, "<0.35")
     assert main(["lock", str(spec), "--lock-dir", str(locks), "--no-verify"]) == 0
     (path,) = locks.glob("*.txt")
     assert read_lockfile(path).versions()["diffusers"] == "0.34.0"
-    write_spec(tmp_path, index, STACK_REQS)  # the spec allows newer now; the lock still pins 0.34.0
+    write_demo_spec(
+        tmp_path, index, ">=0.31"
+    )  # the spec allows newer now; the lock still pins 0.34.0
     publish(
         tmp_path / "adv",
         advisory("PYSEC-T", "torch", ranges=[("0", "2.6.0")]),  # the spec keeps torch < 2.5
@@ -84,13 +91,12 @@ def test_fix_relocks_and_rejects_a_bump_the_cuda_variant_forbids(
     capsys.readouterr()
 
     adv = tmp_path / "adv"
-    adv.mkdir()
-    for rec in (
+    publish(
+        adv,
         advisory("PYSEC-T", "torch", ranges=[("0", "2.6.0")]),  # cu121 torch exists only <2.5
         advisory("GHSA-A", "urllib3", ranges=[("0", "2.6.2")]),
         advisory("GHSA-B", "urllib3", ranges=[("2.6.2", "2.6.3")]),  # so 2.6.2 is not enough
-    ):
-        (adv / f"{rec['id']}.json").write_text(json.dumps(rec))
+    )
     with OsvServer(adv) as osv:
         code = main(["audit", *lock_args, "--osv-url", osv.url, "--fix", "--json"])
     assert code == 1
