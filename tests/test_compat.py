@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from sdenv.compat import (
+from sdenv.gpu.compat import (
     TORCH_ARCH_LISTS,
     XFORMERS_ARCH_LISTS,
     arch_coverage,

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sdenv.compat import FP8_NATIVE_MIN_CC
+from sdenv.gpu.compat import FP8_NATIVE_MIN_CC
 
 
 def _log(tag: str, msg: str) -> None:
@@ -37,7 +37,7 @@ def _first_line(exc: BaseException) -> str:
 def _fp8_verdict(torch: Any) -> tuple[str | None, str]:
     """The probe's verdict for GPU 0; the compat rule as a fallback if the probe fails here."""
     try:
-        from sdenv.probe import probe
+        from sdenv.gpu.probe import probe
 
         gpus = probe().gpus
         if not gpus:

@@ -154,7 +154,7 @@ def _last_line(text: str) -> str:
 # The target collects facts (its torch, its torchao, its GPUs); the host decides, with the env
 # specs it has, so the advisory can name the env that runs native FP8 on this box.
 _PROBE_SNIPPET = (
-    "import dataclasses, json; from sdenv.probe import collect_facts; "
+    "import dataclasses, json; from sdenv.gpu.probe import collect_facts; "
     "print(json.dumps(dataclasses.asdict(collect_facts(with_torch=True))))"
 )
 
@@ -179,8 +179,9 @@ def fp8_promise(promise: str | None, report: dict[str, Any]) -> tuple[bool, str 
 def probe_part(
     python: str | None, envs: Sequence[Any] = (), promise: str | None = None
 ) -> tuple[Part, dict[str, Any]]:
-    from sdenv.decide import MachineFacts, decide
-    from sdenv.probe import collect_facts
+    from sdenv.gpu.decide import decide
+    from sdenv.gpu.facts import MachineFacts
+    from sdenv.gpu.probe import collect_facts
 
     t0 = time.perf_counter()
     if python is None:
