@@ -73,7 +73,7 @@ def main() -> int:
         print(mode, result["runs"][mode], flush=True)
 
     sys.path.insert(0, src)
-    from sdenv.probe import collect_driver
+    from sdenv.gpu.probe import collect_driver
 
     sources = {}
     for name in ("nvml", "nvidia-smi", "proc"):

@@ -68,7 +68,7 @@ def test_json_report_schema_and_figures(bench_run: Any) -> None:
     assert report["config"]["model_config"] is None and report["config"]["model_path"]
     env = report["environment"]
     assert env["diffusers"] and env["torch"]
-    assert env["fp8_verdict_source"].startswith(("sdenv.probe", "compat rule"))
+    assert env["fp8_verdict_source"].startswith(("sdenv.gpu.probe", "compat rule"))
     by_mode = {r["mode"]: r for r in report["results"]}
     assert list(by_mode) == ["bf16", "fp8-emulated", "fp8-native", "fp8-static"]
     bf16 = by_mode["bf16"]

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from sdenv.compat import (
+from sdenv import _data
+from sdenv.gpu.compat import (
+    DRIVER_FLOORS,
+    MINOR_COMPAT_FLOORS,
     TORCH_ARCH_LISTS,
     XFORMERS_ARCH_LISTS,
     arch_coverage,
@@ -59,3 +62,33 @@ def test_parse_arch_list_rejects_garbage() -> None:
 )
 def test_driver_fit(driver: str, cuda: tuple[int, int], status: str) -> None:
     assert driver_fit(driver, cuda).status == status
+
+
+@pytest.mark.parametrize(
+    ("name", "rows"),
+    [
+        ("driver_floors.json", ("full", "minor_compat")),
+        ("torch_arch_lists.json", ("builds",)),
+        ("xformers_arch_lists.json", ("builds",)),
+        ("xformers_for_torch.json", ("pairs",)),
+        ("sd35_params.json", ("transformers", "shared")),
+    ],
+)
+def test_every_table_row_carries_its_evidence(name: str, rows: tuple[str, ...]) -> None:
+    data = _data.load_json(name)
+    assert data["schema"] == 1 and data["about"]
+    for key in rows:
+        assert data[key]
+        for row in data[key]:
+            assert len(row["evidence"]) > 40, row  # a source a reader can re-check
+
+
+def test_the_tables_are_what_the_data_files_say() -> None:
+    floors = {r["cuda"]: r["driver"] for r in _data.load_json("driver_floors.json")["full"]}
+    assert {f"{k[0]}.{k[1]}": v for k, v in DRIVER_FLOORS.items()} == floors
+    assert MINOR_COMPAT_FLOORS[12] == "525.60.13"  # NVIDIA's CUDA 12.x minor-version floor
+    assert driver_fit("530.30.02", (12, 1)).status == "full"
+    assert driver_fit("530.30.01", (12, 1)).status == "minor-compat"
+    builds = _data.load_json("torch_arch_lists.json")["builds"]
+    assert {r["cuda"]: tuple(r["archs"]) for r in builds} == dict(TORCH_ARCH_LISTS)
+    assert "cu130" not in XFORMERS_ARCH_LISTS  # no xformers on PyPI is built for CUDA 13

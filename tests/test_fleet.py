@@ -19,8 +19,6 @@ import pytest
 from conftest import REPO
 from pypi_index import Dist, build_wheel
 from sdenv.cli import main
-from sdenv.compat import DRIVER_FLOORS
-from sdenv.decide import recorded_machines
 from sdenv.errors import UsageError
 from sdenv.fleet import labeler
 from sdenv.fleet.job import prepare_job
@@ -33,6 +31,8 @@ from sdenv.fleet.rows import (
     row_from_payload,
     summarize,
 )
+from sdenv.gpu.compat import DRIVER_FLOORS
+from sdenv.gpu.facts import recorded_machines
 from sdenv.lock.spec import load_spec
 from sdenv.venv import install, run_uv
 

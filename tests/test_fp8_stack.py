@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from sdenv.decide import Fp8BackendFacts, MachineFacts, decide, recorded_machines
 from sdenv.fp8 import BACKENDS_FILE, TransformFacts, backend_pairs, backend_support, in_range
+from sdenv.gpu.decide import decide
+from sdenv.gpu.facts import Fp8BackendFacts, MachineFacts, recorded_machines
 from sdenv.lock import checks
 from sdenv.lock.spec import EnvSpec, load_specs
 from sdenv.verify import fp8_promise

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from sdenv.cli import main
-from sdenv.decide import DriverFacts, MachineFacts
-from sdenv.probe import DRIVER_SOURCES, collect_driver, collect_facts, probe
+from sdenv.gpu.facts import DriverFacts, MachineFacts
+from sdenv.gpu.probe import DRIVER_SOURCES, collect_driver, collect_facts, probe
 
 NO_GPU_HERE = not Path("/proc/driver/nvidia").exists() and shutil.which("nvidia-smi") is None
 needs_no_gpu = pytest.mark.skipif(not NO_GPU_HERE, reason="this box has an NVIDIA driver")
@@ -55,7 +55,7 @@ def test_torch_free_probe_on_this_box() -> None:
 
 def _imported_after_probe(no_torch: bool) -> list[str]:
     code = (
-        "import sys; from sdenv.probe import probe; "
+        "import sys; from sdenv.gpu.probe import probe; "
         f"probe(with_torch={not no_torch}); print(' '.join(sys.modules))"
     )
     out = subprocess.run(
@@ -97,7 +97,7 @@ def _probe_in_subprocess(block: str) -> MachineFacts:
     # Block an import for real (sys.modules[name] = None makes `import name` raise ImportError).
     code = (
         f"import sys; sys.modules[{block!r}] = None\n"
-        "from sdenv.probe import collect_facts\n"
+        "from sdenv.gpu.probe import collect_facts\n"
         "print(collect_facts(with_torch=True).to_json())"
     )
     out = subprocess.run(
@@ -131,7 +131,7 @@ def test_scaled_mm_check_runs_for_real_on_cpu() -> None:
 
     if not hasattr(torch, "float8_e4m3fn"):
         pytest.skip("torch without float8")
-    from sdenv.probe import _scaled_mm_check
+    from sdenv.gpu.probe import _scaled_mm_check
 
     facts = _scaled_mm_check(torch, "cpu")
     if facts.error and "CPU" in facts.error:
@@ -260,7 +260,7 @@ def test_failing_nvidia_smi_is_a_note(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_proc_driver_version_is_parsed(
     line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import sdenv.probe as probe_mod
+    import sdenv.gpu.probe as probe_mod
 
     (tmp_path / "version").write_text(line + "\nGCC version:  gcc version 12.2.0\n")
     gpu_dir = tmp_path / "gpus" / "0000:3b:00.0"

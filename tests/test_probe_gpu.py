@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from sdenv.decide import ProbeReport, decide
-from sdenv.probe import collect_driver, collect_facts
+from sdenv.gpu.decide import ProbeReport, decide
+from sdenv.gpu.probe import collect_driver, collect_facts
 
 pytestmark = pytest.mark.gpu
 

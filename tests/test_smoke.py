@@ -391,3 +391,17 @@ def test_target_runs_standalone_without_sdenv(tmp_path: Path) -> None:
     assert line.startswith(target.MARKER)
     record = json.loads(line[len(target.MARKER) :])
     assert record["status"] == "pass" and record["facts"]["versions"]["torch"]
+
+
+@pytest.mark.parametrize(
+    ("torch", "bounded"), [("2.4.1", True), ("2.5.1", True), ("2.6.0", False), ("2.10.0", False)]
+)
+def test_bound_hints_are_the_shipped_rules(torch: str, bounded: bool) -> None:
+    from sdenv.checks import default_rules
+
+    rule = next(r for r in default_rules() if r.id == "diffusers-torch-accelerator")
+    rec = _recorded("naive-diffusers-0.42.1")
+    f = classify(rec["check"], rec["error"], {**rec["facts"], "torch": torch}, log=rec["log"])
+    bound = f"diffusers{rule.require['diffusers']} is known to work with torch {torch}"
+    assert (bound in f.hint) is bounded, f.hint
+    assert ("known to work" in f.hint) is bounded

@@ -166,7 +166,7 @@ def test_bad_input_is_one_line_and_exit_2(
 
 @pytest.mark.skipif(Path("/proc/driver/nvidia").exists(), reason="this box has an NVIDIA driver")
 def test_auto_on_a_box_without_gpu_names_the_reason(repo: Path) -> None:
-    from sdenv.probe import probe
+    from sdenv.gpu.probe import probe
 
     envs = [load_spec(p, repo / "envs") for p in sorted((repo / "envs").glob("*.toml"))]
     report = probe(with_torch=False, envs=envs)

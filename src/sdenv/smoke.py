@@ -10,7 +10,7 @@ small classifiers, the first that recognises the text decides. Rendering-free: t
 the table.
 
 This module is imported by the CLI (and by ``lock``/``verify``/the image builder): standard
-library + sdenv.compat only at import time.
+library + sdenv.gpu.compat only at import time.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sdenv import _target, compat
+from sdenv import _target
 from sdenv._cleanup import throwaway_dir
+from sdenv._data import load_json
 from sdenv._smoke_run import (
     LOG_TAIL,
     Raw,
@@ -32,6 +33,7 @@ from sdenv._smoke_run import (
     run_checks,
     run_env,
 )
+from sdenv.gpu import compat
 
 # The check table and report types (sdenv.smoke_checks) are part of this module's API.
 from sdenv.smoke_checks import (
@@ -64,22 +66,14 @@ __all__ = [
 ]
 
 
-# torch release -> the xformers release built for it (cpp_lib.json of each wheel:
-# docs/evidence.md#E-xformers-cpp-lib).
-XFORMERS_FOR_TORCH: Mapping[str, str] = {
-    "2.4.0": "0.0.27.post2",
-    "2.4.1": "0.0.28.post1",
-    "2.5.1": "0.0.29.post1",
-    "2.6.0": "0.0.29.post3",
-    "2.7.1": "0.0.31.post1",
-    "2.8.0": "0.0.32.post2",
-    "2.9.1": "0.0.33.post2",
-    "2.10.0": "0.0.35",
-}
-# Upper bounds measured to import with a torch minor (docs/evidence.md#E-naive-resolve).
-KNOWN_BOUNDS: Mapping[str, Mapping[str, str]] = {
-    "2.4": {"diffusers": "diffusers<0.36", "transformers": "transformers<5"},
-}
+def _load_xformers_for_torch() -> dict[str, str]:
+    """``data/xformers_for_torch.json``: torch release -> the xformers release built for it."""
+    return {
+        str(r["torch"]): str(r["xformers"]) for r in load_json("xformers_for_torch.json")["pairs"]
+    }
+
+
+XFORMERS_FOR_TORCH: Mapping[str, str] = _load_xformers_for_torch()
 
 
 # --------------------------------------------------------------------------- classification
@@ -150,9 +144,24 @@ def _release(version: str) -> str:
 
 
 def _bound_hint(dist: str, facts: Mapping[str, Any]) -> str:
-    minor = ".".join(_release(_torch_version(facts)).split(".")[:2])
-    bound = KNOWN_BOUNDS.get(minor, {}).get(dist)
-    return f" ({bound} is known to work with torch {minor})" if bound else ""
+    """The bound data/rules.toml puts on ``dist`` for this torch (the rules lock applies)."""
+    from packaging.version import InvalidVersion, Version
+
+    from sdenv.lock.checks import default_rules  # packaging: host side only, not at import time
+
+    torch = _release(_torch_version(facts))
+    try:
+        Version(torch)
+    except InvalidVersion:
+        return ""
+    for rule in default_rules():
+        if (
+            set(rule.when) == {"torch"}
+            and dist in rule.require
+            and rule.holds_for({"torch": torch})
+        ):
+            return f" ({dist}{rule.require[dist]} is known to work with torch {torch})"
+    return ""
 
 
 def _innermost_non_torch(frames: Sequence[str], default: str) -> str:

@@ -73,7 +73,7 @@ def this_platform() -> str | None:
 
 def auto_env(envs_dir: Path = DEFAULT_ENVS_DIR) -> str:
     """The env ``sdenv probe`` recommends for this box (hardware facts only, no torch needed)."""
-    from sdenv.probe import probe
+    from sdenv.gpu.probe import probe
 
     specs = [load_spec(p, envs_dir) for p in sorted(envs_dir.glob("*.toml"))]
     if not specs:

@@ -1,7 +1,7 @@
 """``sdenv verify``: one verdict for a GPU box or an image, with every reason.
 
 Four parts, in this order, each pass / fail / skip with its reasons:
-1. probe - GPU, driver, arch, FP8 verdict (``sdenv.probe``), before the model check loads;
+1. probe - GPU, driver, arch, FP8 verdict (``sdenv.gpu.probe``), before the model check loads;
 2. drift - installed distributions against the lock, files against their RECORD (``sdenv.drift``);
 3. smoke - functional checks of the stack (``sdenv.smoke``);
 4. model - a tiny SD3.5-shaped pipeline made on the spot (``sdenv.runtime.tinymodel``), loaded by
@@ -153,7 +153,7 @@ def _last_line(text: str) -> str:
 # specs it has, so the advisory can name the env that runs native FP8 on this box. A string until
 # the probe's torch part moves into sdenv.target; it answers through that package's protocol.
 _PROBE_SNIPPET = (
-    "import dataclasses; from sdenv.probe import collect_facts; "
+    "import dataclasses; from sdenv.gpu.probe import collect_facts; "
     "from sdenv.target.protocol import emit; "
     "emit(dataclasses.asdict(collect_facts(with_torch=True)))"
 )
@@ -179,8 +179,9 @@ def fp8_promise(promise: str | None, report: dict[str, Any]) -> tuple[bool, str 
 def probe_part(
     python: str | None, envs: Sequence[Any] = (), promise: str | None = None
 ) -> tuple[Part, dict[str, Any]]:
-    from sdenv.decide import MachineFacts, decide
-    from sdenv.probe import collect_facts
+    from sdenv.gpu.decide import decide
+    from sdenv.gpu.facts import MachineFacts
+    from sdenv.gpu.probe import collect_facts
 
     t0 = time.perf_counter()
     if python is None:

@@ -9,8 +9,9 @@ from typing import Any
 from sdenv._fs import write_atomic
 from sdenv.cli._args import add_dirs
 from sdenv.cli._output import err, out, print_json, styled
-from sdenv.decide import MachineFacts, ProbeReport, decide
 from sdenv.errors import UsageError
+from sdenv.gpu.decide import ProbeReport, decide
+from sdenv.gpu.facts import MachineFacts
 
 
 def register(subparsers: Any) -> None:
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
     else:
-        from sdenv.probe import collect_facts
+        from sdenv.gpu.probe import collect_facts
 
         facts = collect_facts(with_torch=not args.no_torch)
     if args.save_facts:

@@ -4,8 +4,8 @@ Placement uses the node labels NVIDIA's GPU Feature Discovery publishes
 (``nvidia.com/gpu.compute.*`` and ``nvidia.com/cuda.driver-version.*``), so each env's pods
 land only where its build can work:
 - compute capability among the env's ``compute_capabilities``; an env whose FP8 mode is
-  ``native`` only on cc >= 8.9 (``sdenv.compat.FP8_NATIVE_MIN_CC``: FP8 tensor cores);
-- driver at or above the full-feature floor of the env's CUDA line (``sdenv.compat.DRIVER_FLOORS``,
+  ``native`` only on cc >= 8.9 (``sdenv.gpu.compat.FP8_NATIVE_MIN_CC``: FP8 tensor cores);
+- driver at or above the full-feature floor of the env's CUDA line (``data/driver_floors.json``,
   NVIDIA's CUDA release notes, Table 2).
 Node affinity has no "version >=" operator, only integer ``Gt``/``Lt`` on one label: a floor
 a.b.c becomes three ORed terms (major > a; major = a and minor > b; major = a, minor = b and
@@ -25,9 +25,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sdenv.compat import DRIVER_FLOORS, FP8_NATIVE_MIN_CC, parse_cc
 from sdenv.errors import UsageError
 from sdenv.fleet.labeler import label_value
+from sdenv.gpu.compat import DRIVER_FLOORS, FP8_NATIVE_MIN_CC, parse_cc
 from sdenv.lock.spec import EnvSpec, Target
 
 GFD_CC = ("nvidia.com/gpu.compute.major", "nvidia.com/gpu.compute.minor")
@@ -65,7 +65,8 @@ def driver_floor(spec: EnvSpec) -> tuple[int, ...]:
     if floor is None:
         raise UsageError(
             f"{spec.path}: env.cuda {spec.cuda}: no driver floor known for CUDA "
-            f"{spec.cuda_version[0]}.{spec.cuda_version[1]}; add it to sdenv.compat.DRIVER_FLOORS"
+            f"{spec.cuda_version[0]}.{spec.cuda_version[1]}; "
+            "add it to src/sdenv/data/driver_floors.json"
         )
     return tuple(int(p) for p in floor.split("."))
 

@@ -20,8 +20,8 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from sdenv.compat import TORCH_ARCH_LISTS, arch_coverage
 from sdenv.errors import UsageError
+from sdenv.gpu.compat import TORCH_ARCH_LISTS, arch_coverage
 from sdenv.lock.lockfile import Pin
 from sdenv.lock.spec import CUDA_VARIANTS
 

@@ -31,10 +31,10 @@ def runtime_requirements(python: str) -> list[str]:
 def data_sha256() -> str:
     """Hash of the shipped data the lock depends on: a changed rule makes locks stale."""
     h = hashlib.sha256()
-    from importlib import resources
+    from sdenv import _data
 
-    for name in ("rules.toml", "torch_cuda.toml", "fp8_backends.json"):
-        h.update(resources.files("sdenv.data").joinpath(name).read_bytes())
+    for name in _data.LOCK_DATA:
+        h.update(_data.data_file(name).read_bytes())
     return h.hexdigest()
 
 

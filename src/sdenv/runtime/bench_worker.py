@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sdenv.compat import FP8_NATIVE_MIN_CC
+from sdenv.gpu.compat import FP8_NATIVE_MIN_CC
 
 
 def _log(tag: str, msg: str) -> None:
@@ -38,15 +38,15 @@ def _first_line(exc: BaseException) -> str:
 def _fp8_verdict(torch: Any) -> tuple[str | None, str]:
     """The probe's verdict for GPU 0; the compat rule as a fallback if the probe fails here."""
     try:
-        from sdenv.probe import probe
+        from sdenv.gpu.probe import probe
 
         gpus = probe().gpus
         if not gpus:
-            return None, "sdenv.probe: no GPU"
+            return None, "sdenv.gpu.probe: no GPU"
         fp8 = gpus[0].fp8
-        return fp8.verdict, f"sdenv.probe: {fp8.reason}"
+        return fp8.verdict, f"sdenv.gpu.probe: {fp8.reason}"
     except Exception as exc:  # the probe is optional here; say why it was not used
-        source = f"compat rule (sdenv.probe failed: {_first_line(exc)})"
+        source = f"compat rule (sdenv.gpu.probe failed: {_first_line(exc)})"
     if not torch.cuda.is_available():
         return None, source
     if not hasattr(torch, "float8_e4m3fn"):

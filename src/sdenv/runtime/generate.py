@@ -50,7 +50,7 @@ MODES = ("native", "emulated", "static", "off")
 
 def probe_mode() -> str:
     """The FP8 mode ``sdenv probe`` chose for this box."""
-    from sdenv.probe import probe
+    from sdenv.gpu.probe import probe
 
     mode = str(probe(with_torch=True).fp8_mode)
     return mode if mode in MODES else "off"
@@ -73,7 +73,7 @@ def _device() -> str:
 def _require_native(device: str) -> None:
     import torch
 
-    from sdenv.compat import FP8_NATIVE_MIN_CC
+    from sdenv.gpu.compat import FP8_NATIVE_MIN_CC
 
     if device != "cuda":
         raise Fp8Unavailable(

@@ -1,4 +1,4 @@
-"""Every FP8 verdict, fit rule and memory plan of ``sdenv.decide`` over the recorded fact table.
+"""Every FP8 verdict, fit rule and memory plan of ``sdenv.gpu.decide`` over the recorded fact table.
 
 The table (``src/sdenv/data/machines``) holds an H200 box without index access as ``sdenv probe``
 recorded it there (also through nvidia-smi and /proc alone), documented public machines, and
@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from sdenv.decide import (
+from sdenv.gpu.decide import decide
+from sdenv.gpu.facts import (
     GpuFacts,
     MachineFacts,
     ScaledMmFacts,
     TorchDeviceFacts,
     TorchFacts,
     XformersFacts,
-    decide,
     recorded_machines,
 )
 from sdenv.lock.spec import EnvSpec, load_spec
@@ -422,7 +422,7 @@ def test_bad_fact_files_name_the_field(text: str, message: str) -> None:
 
 
 def test_device_facts_types_are_exported_from_probe() -> None:
-    import sdenv.probe as probe
+    import sdenv.gpu.probe as probe
 
     for name in ("MachineFacts", "ProbeReport", "GpuFacts", "TorchFacts", "decide", "probe"):
         assert hasattr(probe, name)

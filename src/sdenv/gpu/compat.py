@@ -1,10 +1,11 @@
 """Compatibility facts shared by lock, probe and verify: CUDA driver floors and arch coverage.
 
-Standard library only: the probe imports this inside target environments.
-Sources: NVIDIA CUDA Toolkit release notes, Table 2 (driver floors) and the CUDA C programming
-guide's binary/PTX compatibility rules; PyTorch wheels' ``torch.cuda.get_arch_list()``. Each
-fact with its source: docs/evidence.md#E-driver-floors, docs/evidence.md#E-arch-lists,
-docs/evidence.md#E-xformers-cpp-lib and docs/evidence.md#E-scaled-mm.
+Standard library only: the probe imports this inside target environments. The tables are data,
+each row with its source: ``data/driver_floors.json`` (NVIDIA CUDA Toolkit release notes),
+``data/torch_arch_lists.json`` (torch's ``torch.cuda.get_arch_list()``) and
+``data/xformers_arch_lists.json`` (each xformers wheel's ``cpp_lib.json``); the coverage rules are
+the CUDA C programming guide's binary/PTX compatibility (docs/evidence.md#E-arch-lists,
+docs/evidence.md#E-scaled-mm).
 """
 
 from __future__ import annotations
@@ -13,60 +14,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from sdenv import _data
+
 # FP8 tensor cores (and torch._scaled_mm) start at Ada (8.9); Hopper 9.0, Blackwell 10.x/12.x.
 FP8_NATIVE_MIN_CC = (8, 9)
-
-# Full-feature driver floor per CUDA toolkit (NVIDIA CUDA release notes, Table 2, Linux x86_64,
-# the GA row of each minor). 13.1 and 13.2: Table 2 of the CUDA 13.2 release notes
-# (https://docs.nvidia.com/cuda/archive/13.2.0/cuda-toolkit-release-notes/) lists
-# "CUDA 13.1 GA >=590.44.01" and "CUDA 13.2 GA >=595.45.04" (Update rows: 590.48.01, 595.58.03).
-DRIVER_FLOORS: Mapping[tuple[int, int], str] = {
-    (11, 8): "520.61.05",
-    (12, 1): "530.30.02",
-    (12, 4): "550.54.14",
-    (12, 6): "560.28.03",
-    (12, 8): "570.26",
-    (12, 9): "575.51.03",
-    (13, 0): "580.65.06",
-    (13, 1): "590.44.01",
-    (13, 2): "595.45.04",
-}
-# Minor-version compatibility: any runtime of a major runs on this driver (PTX JIT excluded).
-MINOR_COMPAT_FLOORS: Mapping[int, str] = {11: "450.80.02", 12: "525.60.13", 13: "580.65.06"}
-
-# Arch lists of the CUDA builds of torch on PyPI and download.pytorch.org, per CUDA variant.
-TORCH_ARCH_LISTS: Mapping[str, tuple[str, ...]] = {
-    "cu118": ("sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"),
-    "cu121": ("sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"),
-    "cu124": ("sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"),
-    "cu126": ("sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"),
-    "cu128": ("sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"),
-    "cu129": ("sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"),
-    "cu130": ("sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"),
-    # PyPI torch 2.15.0 (cu132), read from the wheel's torch/lib/libtorch_python.so, which holds
-    # the string torch._C._cuda_getArchFlags() returns (a ranged read, no GPU or install needed):
-    #   python -c "import re; from sdenv.lock import wheelmeta as w; f = w.find_wheel(
-    #     ['https://pypi.org/simple'], 'torch', '2.15.0', '3.11', 'x86_64-manylinux_2_28');
-    #     print(set(re.findall(rb'sm_[0-9]+[af]?(?: sm_[0-9]+[af]?)+',
-    #     w.read_member(f, 'torch/lib/libtorch_python.so'))))"
-    # -> 'sm_75 sm_80 sm_86 sm_90 sm_100 sm_120' (2.14.1, cu130, gives the same string).
-    "cu132": ("sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"),
-}
-
-# TORCH_CUDA_ARCH_LIST of the xformers wheels a resolver pairs with each torch CUDA variant, as
-# their xformers/cpp_lib.json records it (0.0.28.post1/0.0.29.post1 cu121 builds serve the
-# cu121/cu124 torches; 0.0.33.post2/0.0.35 are cu128 builds: docs/evidence.md#E-xformers-cpp-lib).
-# Read with sdenv's wheel reader
-# (wheelmeta.read_member(find_wheel(..., 'xformers', V, ...), 'xformers/cpp_lib.json')):
-# 0.0.29.post3 (cp310-cp312): torch 2.6.0+cu124, "6.0+PTX 7.0 7.5 8.0+PTX 9.0a";
-# 0.0.31.post1 (abi3): torch 2.7.1+cu126 (version.cuda 1208), "7.5 8.0+PTX 9.0a".
-# No xformers on PyPI is built for a CUDA 13 torch: cu130/cu132 have no entry.
-XFORMERS_ARCH_LISTS: Mapping[str, str] = {
-    "cu121": "6.0+PTX 7.0 7.5 8.0+PTX 9.0a",
-    "cu124": "6.0+PTX 7.0 7.5 8.0+PTX 9.0a",
-    "cu126": "7.5 8.0+PTX 9.0a",
-    "cu128": "7.5 8.0+PTX 8.0 9.0a",
-}
 
 _ARCH_RE = re.compile(r"^(?:(sm|compute)_)?(\d+)\.?(\d)([af]?)(\+PTX)?$")
 
@@ -114,6 +65,36 @@ def parse_cc(cc: str | tuple[int, int]) -> tuple[int, int]:
         return cc
     major, minor = cc.split(".")
     return int(major), int(minor)
+
+
+def _load_driver_floors() -> tuple[dict[tuple[int, int], str], dict[int, str]]:
+    """``data/driver_floors.json``: (full-feature floor per CUDA minor, floor per CUDA major)."""
+    data = _data.load_json("driver_floors.json")
+    full = {parse_cc(str(row["cuda"])): str(row["driver"]) for row in data["full"]}
+    minor = {int(row["cuda_major"]): str(row["driver"]) for row in data["minor_compat"]}
+    return full, minor
+
+
+def _load_torch_arch_lists() -> dict[str, tuple[str, ...]]:
+    """``data/torch_arch_lists.json``: CUDA variant (``cu128``) -> torch's arch list."""
+    rows = _data.load_json("torch_arch_lists.json")["builds"]
+    return {str(row["cuda"]): tuple(str(a) for a in row["archs"]) for row in rows}
+
+
+def _load_xformers_arch_lists() -> dict[str, str]:
+    """``data/xformers_arch_lists.json``: torch CUDA variant -> its xformers' arch list."""
+    rows = _data.load_json("xformers_arch_lists.json")["builds"]
+    return {str(row["cuda"]): str(row["arch_list"]) for row in rows}
+
+
+# The tables, each row with its evidence, in src/sdenv/data/ (each file is part of every lock's
+# data-sha256). Full-feature driver floor per CUDA (major, minor) and, per major, the floor of
+# minor-version compatibility (runs, PTX JIT excluded).
+DRIVER_FLOORS, MINOR_COMPAT_FLOORS = _load_driver_floors()
+# Arch lists of the CUDA builds of torch on PyPI and download.pytorch.org, per CUDA variant.
+TORCH_ARCH_LISTS: Mapping[str, tuple[str, ...]] = _load_torch_arch_lists()
+# TORCH_CUDA_ARCH_LIST of the xformers wheels a resolver pairs with each torch CUDA variant.
+XFORMERS_ARCH_LISTS: Mapping[str, str] = _load_xformers_arch_lists()
 
 
 @dataclass(frozen=True)

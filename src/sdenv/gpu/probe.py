@@ -6,7 +6,7 @@ lazily, inside the functions that need them. Fact sources, first that answers wi
 NVML -> ``nvidia-smi --query-gpu`` -> ``/proc/driver/nvidia``. No GPU / no driver is a normal
 answer (empty ``gpus``, a note saying why), never an exception.
 
-The decision itself is the pure ``sdenv.decide.decide``; this module only gathers facts.
+The decision itself is the pure ``sdenv.gpu.decide.decide``; this module only gathers facts.
 """
 
 from __future__ import annotations
@@ -28,28 +28,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sdenv.compat import FP8_NATIVE_MIN_CC
-from sdenv.decide import (
-    Check,
+from sdenv.fp8 import BACKEND, TransformFacts, check_transform
+from sdenv.gpu.compat import FP8_NATIVE_MIN_CC
+from sdenv.gpu.decide import Check, EnvFit, EnvLike, GpuReport, ProbeReport, decide
+from sdenv.gpu.facts import (
     DriverFacts,
-    EnvFit,
-    EnvLike,
     Fp8BackendFacts,
-    Fp8Verdict,
     GpuFacts,
-    GpuReport,
     MachineFacts,
-    MemoryPlan,
-    MemoryReport,
-    ProbeReport,
     ScaledMmFacts,
     TorchDeviceFacts,
     TorchFacts,
     XformersFacts,
-    decide,
     recorded_machines,
 )
-from sdenv.fp8 import BACKEND, TransformFacts, check_transform
+from sdenv.gpu.memory import MemoryPlan, MemoryReport
+from sdenv.gpu.verdict import Fp8Verdict
 
 __all__ = [
     "Check",
