@@ -79,7 +79,8 @@ class OsvServer:
         self.delay: dict[str, float] = {}  # package -> seconds to wait before answering
         self.queries: list[tuple[str, str]] = []
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd = _OsvHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd.osv = self
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -116,81 +117,85 @@ class OsvServer:
         self._httpd.server_close()
         self._thread.join(timeout=5)
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # quiet test output
-                pass
+class _OsvHTTPServer(ThreadingHTTPServer):
+    osv: OsvServer
 
-            def _send(self, status: int, body: object) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
 
-            def _body(self) -> Any:
-                length = int(self.headers.get("Content-Length", "0"))
-                return json.loads(self.rfile.read(length) or b"null")
+class _Handler(BaseHTTPRequestHandler):
+    """OSV's query, querybatch and vulns endpoints over an ``OsvServer``'s records."""
 
-            def _one(self, query: Any) -> tuple[int, list[dict[str, Any]]]:
-                # OSV answers 400 {"code": 3, ...} (INVALID_ARGUMENT) for a malformed query.
-                try:
-                    pkg = query["package"]
-                    name = canonicalize_name(pkg["name"])
-                    version = str(query["version"])
-                    if pkg.get("ecosystem") != "PyPI":
-                        return 200, []
-                except (KeyError, TypeError):
-                    return 400, []
-                if name in server.delay:
-                    time.sleep(server.delay[name])
-                if name in server.fail:
-                    with server._lock:
-                        server.queries.append((name, version))
-                    return server.fail[name], []
-                return 200, server.match(name, version)
+    server: _OsvHTTPServer
 
-            def do_POST(self) -> None:
-                try:
-                    body = self._body()
-                except json.JSONDecodeError:
-                    self._send(400, {"code": 3, "message": "Invalid JSON"})
+    def log_message(self, format: str, *args: Any) -> None:  # quiet test output
+        pass
+
+    def _send(self, status: int, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("Content-Length", "0"))
+        return json.loads(self.rfile.read(length) or b"null")
+
+    def _one(self, query: Any) -> tuple[int, list[dict[str, Any]]]:
+        # OSV answers 400 {"code": 3, ...} (INVALID_ARGUMENT) for a malformed query.
+        try:
+            pkg = query["package"]
+            name = canonicalize_name(pkg["name"])
+            version = str(query["version"])
+            if pkg.get("ecosystem") != "PyPI":
+                return 200, []
+        except (KeyError, TypeError):
+            return 400, []
+        if name in self.server.osv.delay:
+            time.sleep(self.server.osv.delay[name])
+        if name in self.server.osv.fail:
+            with self.server.osv._lock:
+                self.server.osv.queries.append((name, version))
+            return self.server.osv.fail[name], []
+        return 200, self.server.osv.match(name, version)
+
+    def do_POST(self) -> None:
+        try:
+            body = self._body()
+        except json.JSONDecodeError:
+            self._send(400, {"code": 3, "message": "Invalid JSON"})
+            return
+        if self.path == "/v1/query":
+            status, vulns = self._one(body)
+            if status != 200:
+                self._send(status, {"code": 3, "message": "cannot answer"})
+            else:
+                self._send(200, {"vulns": vulns} if vulns else {})
+        elif self.path == "/v1/querybatch":
+            results = []
+            for query in (body or {}).get("queries", []):
+                status, vulns = self._one(query)
+                if status != 200:
+                    self._send(status, {"code": 3, "message": "cannot answer"})
                     return
-                if self.path == "/v1/query":
-                    status, vulns = self._one(body)
-                    if status != 200:
-                        self._send(status, {"code": 3, "message": "cannot answer"})
-                    else:
-                        self._send(200, {"vulns": vulns} if vulns else {})
-                elif self.path == "/v1/querybatch":
-                    results = []
-                    for query in (body or {}).get("queries", []):
-                        status, vulns = self._one(query)
-                        if status != 200:
-                            self._send(status, {"code": 3, "message": "cannot answer"})
-                            return
-                        brief = [{"id": v["id"], "modified": v.get("modified", "")} for v in vulns]
-                        results.append({"vulns": brief} if brief else {})
-                    self._send(200, {"results": results})
-                else:
-                    self._send(404, {"code": 5, "message": "Not Found"})
+                brief = [{"id": v["id"], "modified": v.get("modified", "")} for v in vulns]
+                results.append({"vulns": brief} if brief else {})
+            self._send(200, {"results": results})
+        else:
+            self._send(404, {"code": 5, "message": "Not Found"})
 
-            def do_GET(self) -> None:
-                prefix = "/v1/vulns/"
-                if self.path.startswith(prefix):
-                    wanted = self.path[len(prefix) :]
-                    for record in server.records():
-                        if record["id"] == wanted:
-                            self._send(200, record)
-                            return
-                    self._send(404, {"code": 5, "message": "Bug not found."})
-                else:
-                    self._send(404, {"code": 5, "message": "Not Found"})
-
-        return Handler
+    def do_GET(self) -> None:
+        prefix = "/v1/vulns/"
+        if self.path.startswith(prefix):
+            wanted = self.path[len(prefix) :]
+            for record in self.server.osv.records():
+                if record["id"] == wanted:
+                    self._send(200, record)
+                    return
+            self._send(404, {"code": 5, "message": "Bug not found."})
+        else:
+            self._send(404, {"code": 5, "message": "Not Found"})
 
 
 def advisory(

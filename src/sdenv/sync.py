@@ -193,6 +193,82 @@ def _swap(new: Path, venv: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _source(
+    lock: Lockfile, lock_path: Path, venv: Path, wheelhouse: Path | None
+) -> tuple[list[str], str]:
+    """The indexes the lock names and where the wheels come from; bad input is one line."""
+    if venv.exists() and not _is_venv(venv):
+        raise UsageError(f"{venv}: exists and is not a venv; pass another --venv or remove it")
+    if wheelhouse is not None and not wheelhouse.is_dir():
+        raise UsageError(
+            f"{wheelhouse}: no such wheelhouse directory; make one with `sdenv wheelhouse`"
+        )
+    indexes = lock.get_all("index")
+    if wheelhouse is None and not indexes:
+        raise UsageError(f"{lock_path}: no '# index:' header; pass --wheelhouse DIR")
+    return indexes, f"wheelhouse {wheelhouse}" if wheelhouse is not None else ", ".join(indexes)
+
+
+def _still_exact(lock: Lockfile, exe: Path) -> DriftReport | None:
+    """The drift report of a stamped venv when it still matches its lock, else None."""
+    # Versions only: hashing every file of a torch env would take the no-op past 3 s.
+    try:
+        drift = check_drift(lock, exe, check_files=False, isolated=True)
+    except SdenvError:
+        return None
+    return drift if drift.ok else None
+
+
+def _build(
+    lock: Lockfile,
+    lock_path: Path,
+    venv: Path,
+    interpreter: Path,
+    indexes: list[str],
+    wheelhouse: Path | None,
+    check_files: bool,
+    progress: Progress,
+) -> DriftReport:
+    """Build the venv beside the old one, install, check drift, stamp and swap it in."""
+    version = lock.get("python") or "?"
+    source = f"wheelhouse {wheelhouse}" if wheelhouse is not None else ", ".join(indexes)
+    # What a killed sync left (its build, or the old venv mid-swap): no sync holds them now.
+    for kind in ("sync", "old"):
+        for leftover in venv.parent.glob(f".{venv.name}.{kind}-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+    existed = venv.exists()
+    build = venv.with_name(f".{venv.name}.sync-{os.getpid()}")
+    try:
+        progress(f"{build}: creating a Python {version} venv")
+        run_uv(["venv", "--quiet", "--relocatable", "--python", str(interpreter), str(build)])
+        requirements = build / "sdenv-lock.txt"
+        requirements.write_text(render_lockfile(lock), encoding="utf-8")
+        progress(f"installing {len(lock.pins)} pins from {source}")
+        try:
+            sync_lock(build / "bin" / "python", requirements, index_urls=indexes,
+                      find_links=wheelhouse)  # fmt: skip
+        except SdenvError as exc:
+            raise SyncError(f"{lock_path}: {exc}; {_kept(venv, existed)}") from None
+        requirements.unlink()
+        progress("drift check of the new venv")
+        # Isolated: the caller's PYTHONPATH (sdenv's own tools, say) is not the venv's.
+        drift = check_drift(lock, build / "bin" / "python", check_files=check_files, isolated=True)
+        if not drift.ok:
+            reasons = "; ".join(drift.reasons())
+            raise SyncError(
+                f"{lock_path}: the new venv drifts from the lock: {reasons}; "
+                + _kept(venv, existed)
+            )
+        (build / STAMP).write_text(
+            json.dumps({"lock": str(lock_path), "lock_sha256": lock_sha256(lock)}, indent=2) + "\n",
+            encoding="utf-8",
+        )
+        _swap(build, venv)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    return drift
+
+
 def sync(
     lock_path: Path,
     *,
@@ -209,16 +285,7 @@ def sync(
     lock = read_any_lock(lock_path)
     version = _check_target(lock, lock_path, python)
     venv = venv or default_venv(lock, lock_path)
-    if venv.exists() and not _is_venv(venv):
-        raise UsageError(f"{venv}: exists and is not a venv; pass another --venv or remove it")
-    if wheelhouse is not None and not wheelhouse.is_dir():
-        raise UsageError(
-            f"{wheelhouse}: no such wheelhouse directory; make one with `sdenv wheelhouse`"
-        )
-    indexes = lock.get_all("index")
-    if wheelhouse is None and not indexes:
-        raise UsageError(f"{lock_path}: no '# index:' header; pass --wheelhouse DIR")
-    source = f"wheelhouse {wheelhouse}" if wheelhouse is not None else ", ".join(indexes)
+    indexes, source = _source(lock, lock_path, venv, wheelhouse)
     digest = lock_sha256(lock)
     exe = venv / "bin" / "python"
 
@@ -238,51 +305,15 @@ def sync(
 
     with FileLock(str(venv.with_name(f".{venv.name}.lock")), timeout=3600):
         if stamped():
-            # Versions only: hashing every file of a torch env would take the no-op past 3 s.
-            try:
-                drift = check_drift(lock, exe, check_files=False, isolated=True)
-            except SdenvError:
-                drift = None
-            if drift is not None and drift.ok:
-                return result(SyncStatus.UNCHANGED, drift)
+            unchanged = _still_exact(lock, exe)
+            if unchanged is not None:
+                return result(SyncStatus.UNCHANGED, unchanged)
             progress(f"{venv}: drifted from its lock; rebuilding it")
         interpreter = interpreter or _interpreter(version, lock_path)
-        # What a killed sync left (its build, or the old venv mid-swap): no sync holds them now.
-        for kind in ("sync", "old"):
-            for leftover in venv.parent.glob(f".{venv.name}.{kind}-*"):
-                shutil.rmtree(leftover, ignore_errors=True)
         existed = venv.exists()
-        build = venv.with_name(f".{venv.name}.sync-{os.getpid()}")
-        try:
-            progress(f"{build}: creating a Python {version} venv")
-            run_uv(["venv", "--quiet", "--relocatable", "--python", str(interpreter), str(build)])
-            requirements = build / "sdenv-lock.txt"
-            requirements.write_text(render_lockfile(lock), encoding="utf-8")
-            progress(f"installing {len(lock.pins)} pins from {source}")
-            try:
-                sync_lock(build / "bin" / "python", requirements, index_urls=indexes,
-                          find_links=wheelhouse)  # fmt: skip
-            except SdenvError as exc:
-                raise SyncError(f"{lock_path}: {exc}; {_kept(venv, existed)}") from None
-            requirements.unlink()
-            progress("drift check of the new venv")
-            # Isolated: the caller's PYTHONPATH (sdenv's own tools, say) is not the venv's.
-            drift = check_drift(
-                lock, build / "bin" / "python", check_files=check_files, isolated=True
-            )
-            if not drift.ok:
-                reasons = "; ".join(drift.reasons())
-                raise SyncError(
-                    f"{lock_path}: the new venv drifts from the lock: {reasons}; "
-                    + _kept(venv, existed)
-                )
-            (build / STAMP).write_text(
-                json.dumps({"lock": str(lock_path), "lock_sha256": digest}, indent=2) + "\n",
-                encoding="utf-8",
-            )
-            _swap(build, venv)
-        finally:
-            shutil.rmtree(build, ignore_errors=True)
+        drift = _build(
+            lock, lock_path, venv, interpreter, indexes, wheelhouse, check_files, progress
+        )
     # The drift report names the build directory's interpreter: name the venv's instead.
     drift = replace(drift, python=str(exe))
     return result(SyncStatus.REPLACED if existed else SyncStatus.CREATED, drift)

@@ -129,6 +129,28 @@ class ModelLayout:
 
 def check_model_dir(model_dir: Path) -> ModelLayout:
     """Everything about ``model_dir`` that files can tell, before any import of torch."""
+    index_path, index = _read_index(model_dir)
+    cls = str(index.get("_class_name", ""))
+    if not cls.startswith("StableDiffusion3"):
+        raise ModelLayoutError(
+            f"{index_path}: _class_name is {cls!r}, not a StableDiffusion3 pipeline"
+        )
+    components: dict[str, TensorStats] = {}
+    for name in (*_REQUIRED, *_OPTIONAL):
+        entry = index.get(name)
+        if entry is None or entry == [None, None]:
+            if name in _REQUIRED:
+                raise ModelLayoutError(f"{index_path}: component {name!r} missing; re-download it")
+            continue
+        comp_dir = model_dir / name
+        _check_component_files(name, comp_dir)
+        if name in _MODEL_COMPONENTS:
+            components[name] = _stats(_weight_files(comp_dir, model_dir))
+    return ModelLayout(model_dir, cls, components)
+
+
+def _read_index(model_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """``model_index.json``, after the directory and its pickles are checked."""
     if not model_dir.is_dir():
         what = (
             "is a file, not a model directory" if model_dir.exists() else "no such model directory"
@@ -155,39 +177,24 @@ def check_model_dir(model_dir: Path) -> ModelLayout:
         index = json.loads(index_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelLayoutError(f"{index_path}: invalid JSON ({exc}); download it again") from None
-    cls = str(index.get("_class_name", ""))
-    if not cls.startswith("StableDiffusion3"):
-        raise ModelLayoutError(
-            f"{index_path}: _class_name is {cls!r}, not a StableDiffusion3 pipeline"
-        )
-    components: dict[str, TensorStats] = {}
-    for name in (*_REQUIRED, *_OPTIONAL):
-        entry = index.get(name)
-        if entry is None or entry == [None, None]:
-            if name in _REQUIRED:
-                raise ModelLayoutError(f"{index_path}: component {name!r} missing; re-download it")
-            continue
-        comp_dir = model_dir / name
-        if not comp_dir.is_dir():
-            raise ModelLayoutError(f"{comp_dir}: missing component directory; finish the download")
-        if name == "scheduler":
-            needed = ["scheduler_config.json"]
-        elif name.startswith("tokenizer"):
-            needed = []
-            if not any(
-                (comp_dir / f).is_file() for f in ("tokenizer.json", "vocab.json", "spiece.model")
-            ):
-                raise ModelLayoutError(
-                    f"{comp_dir}: no tokenizer files (tokenizer.json, vocab.json or spiece.model)"
-                )
-        else:
-            needed = ["config.json"]
-        for f in needed:
-            if not (comp_dir / f).is_file():
-                raise ModelLayoutError(f"{comp_dir / f}: missing; finish the download")
-        if name in _MODEL_COMPONENTS:
-            components[name] = _stats(_weight_files(comp_dir, model_dir))
-    return ModelLayout(model_dir, cls, components)
+    return index_path, index
+
+
+def _check_component_files(name: str, comp_dir: Path) -> None:
+    """The files a component's loader opens first: a half-finished download is named."""
+    if not comp_dir.is_dir():
+        raise ModelLayoutError(f"{comp_dir}: missing component directory; finish the download")
+    if name.startswith("tokenizer"):
+        if not any(
+            (comp_dir / f).is_file() for f in ("tokenizer.json", "vocab.json", "spiece.model")
+        ):
+            raise ModelLayoutError(
+                f"{comp_dir}: no tokenizer files (tokenizer.json, vocab.json or spiece.model)"
+            )
+        return
+    needed = "scheduler_config.json" if name == "scheduler" else "config.json"
+    if not (comp_dir / needed).is_file():
+        raise ModelLayoutError(f"{comp_dir / needed}: missing; finish the download")
 
 
 def size_multiple(model_dir: Path) -> int:

@@ -165,26 +165,29 @@ def quiet_libraries() -> None:
         log.disable_progress_bar()
 
 
-def build_pipeline(spec: TinySpec = TinySpec(), workdir: Path | None = None) -> Any:
-    """A ``StableDiffusion3Pipeline`` with seeded random weights and freshly trained tokenizers."""
-    import diffusers
-    import torch
+def _tokenizers(workdir: Path | None) -> tuple[Any, Any, Any]:
+    """Two CLIP tokenizers and a T5 one, trained here on a tiny vocabulary (no hub)."""
     import transformers
 
-    # Both libraries ship partial annotations (untyped constructors, lazy attributes): use them
-    # through Any rather than sprinkle ignores.
-    D: Any = diffusers
-    T: Any = transformers
-
+    T: Any = transformers  # partial annotations: use it through Any rather than sprinkle ignores
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         clip_dir, t5_dir = Path(tmp) / "clip", Path(tmp) / "t5"
         _clip_tokenizer_files(clip_dir)
         _t5_tokenizer_files(t5_dir)
         # from_pretrained on the files works the same on transformers 4.x and 5.x.
-        clip_tok = T.CLIPTokenizer.from_pretrained(str(clip_dir))
-        clip_tok_2 = T.CLIPTokenizer.from_pretrained(str(clip_dir))
-        t5_tok = T.T5TokenizerFast.from_pretrained(str(t5_dir))
+        return (
+            T.CLIPTokenizer.from_pretrained(str(clip_dir)),
+            T.CLIPTokenizer.from_pretrained(str(clip_dir)),
+            T.T5TokenizerFast.from_pretrained(str(t5_dir)),
+        )
 
+
+def _text_encoders(spec: TinySpec, clip_tok: Any, t5_tok: Any) -> tuple[Any, Any, Any]:
+    """Two CLIP text encoders with projection and a T5 encoder, seeded."""
+    import torch
+    import transformers
+
+    T: Any = transformers
     bos = clip_tok.convert_tokens_to_ids("<|startoftext|>")
     eos = clip_tok.convert_tokens_to_ids("<|endoftext|>")
 
@@ -206,7 +209,6 @@ def build_pipeline(spec: TinySpec = TinySpec(), workdir: Path | None = None) -> 
         return T.CLIPTextModelWithProjection(cfg)
 
     text_encoder, text_encoder_2 = clip(spec.seed + 1), clip(spec.seed + 2)
-
     torch.manual_seed(spec.seed + 3)
     text_encoder_3 = T.T5EncoderModel(
         T.T5Config(
@@ -222,7 +224,15 @@ def build_pipeline(spec: TinySpec = TinySpec(), workdir: Path | None = None) -> 
             decoder_start_token_id=0,
         )
     )
+    return text_encoder, text_encoder_2, text_encoder_3
 
+
+def _transformer_and_vae(spec: TinySpec) -> tuple[Any, Any]:
+    """The SD3.5-shaped transformer (dual attention block, RMS qk-norm) and SD3's VAE, seeded."""
+    import diffusers
+    import torch
+
+    D: Any = diffusers
     torch.manual_seed(spec.seed + 4)
     transformer = D.SD3Transformer2DModel(
         sample_size=spec.sample_size,
@@ -239,7 +249,6 @@ def build_pipeline(spec: TinySpec = TinySpec(), workdir: Path | None = None) -> 
         dual_attention_layers=(0,),  # SD3.5 Medium's MMDiT-X block
         qk_norm="rms_norm",  # SD3.5's query/key RMS norm
     )
-
     torch.manual_seed(spec.seed + 5)
     vae = D.AutoencoderKL(
         in_channels=3,
@@ -256,7 +265,17 @@ def build_pipeline(spec: TinySpec = TinySpec(), workdir: Path | None = None) -> 
         scaling_factor=1.5305,  # SD3's VAE constants
         shift_factor=0.0609,
     )
+    return transformer, vae
 
+
+def build_pipeline(spec: TinySpec = TinySpec(), workdir: Path | None = None) -> Any:
+    """A ``StableDiffusion3Pipeline`` with seeded random weights and freshly trained tokenizers."""
+    import diffusers
+
+    D: Any = diffusers
+    clip_tok, clip_tok_2, t5_tok = _tokenizers(workdir)
+    text_encoder, text_encoder_2, text_encoder_3 = _text_encoders(spec, clip_tok, t5_tok)
+    transformer, vae = _transformer_and_vae(spec)
     return D.StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=D.FlowMatchEulerDiscreteScheduler(shift=3.0),
