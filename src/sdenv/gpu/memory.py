@@ -11,12 +11,13 @@ from dataclasses import dataclass
 
 from sdenv import _data
 from sdenv.gpu.facts import GpuFacts
+from sdenv.runtime import memory as runtime_memory
 
 
 @dataclass
 class MemoryPlan:
     model: str  # large | medium
-    precision: str  # bf16 | fp8 (transformer + T5-XXL stored in FP8; CLIPs and VAE bf16)
+    precision: str  # bf16 | fp8 (the transformer stored in FP8, as generate loads it)
     placement: str  # gpu (all resident) | model-offload (one component at a time)
     need_gib: float
     components_gib: dict[str, float]
@@ -52,12 +53,11 @@ def _load_params() -> Sd35Params:
 
 
 PARAMS = _load_params()
-FP8_COMPONENTS = ("transformer", "t5_xxl")  # stored in FP8; CLIPs and VAE stay bf16
-# Activations at 1024x1024 with CFG (batch 2), VAE decode and the CUDA context: an H200 measured
-# a 10.7 GiB peak for the FP8-stored Large transformer, 7.5 GiB of it weights
-# (docs/evidence.md#E-h200-large-step).
-RESERVE_GIB = 3.0
-GIB = 1024**3
+# One memory model with the loader (sdenv.runtime.memory): what its FP8 modes store in one byte
+# (the transformer only; T5, CLIPs and VAE stay bf16) and the measured reserve above the weights.
+FP8_COMPONENTS = runtime_memory.FP8_COMPONENTS
+GIB = runtime_memory.GIB
+RESERVE_GIB = runtime_memory.RESERVE_BYTES / GIB
 
 
 def memory_plans(fp8_mode: str, free_gib: float | None) -> list[MemoryPlan]:
@@ -67,7 +67,11 @@ def memory_plans(fp8_mode: str, free_gib: float | None) -> list[MemoryPlan]:
             params = {"transformer": PARAMS.transformers[model], **PARAMS.shared}
             comps = {
                 name: round(
-                    n * (1 if precision == "fp8" and name in FP8_COMPONENTS else 2) / GIB, 2
+                    runtime_memory.weight_bytes(
+                        n, n, fp8=precision == "fp8" and name in FP8_COMPONENTS
+                    )
+                    / GIB,
+                    2,
                 )
                 for name, n in params.items()
             }
