@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from sdenv.errors import UsageError
+from sdenv.status import Outcome
 
-Status = Literal["pass", "fail", "skip"]
+Status = Outcome  # the smoke's name for the shared outcome type
 
 
 @dataclass

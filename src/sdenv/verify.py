@@ -34,6 +34,7 @@ from sdenv._json import to_jsonable
 from sdenv._target import child_env
 from sdenv.errors import SdenvError, UsageError
 from sdenv.lock.lockfile import DEFAULT_LOCK_DIR
+from sdenv.status import Outcome
 from sdenv.target.protocol import last_result
 
 # For Python 3.11 this is lockfiles/sd35-fp8-cu121-py3.11-linux_x86_64.txt.
@@ -60,7 +61,7 @@ class VerifyError(UsageError):
 @dataclass
 class Part:
     name: str
-    status: str  # pass | fail | skip
+    status: Outcome
     required: bool = True
     reasons: list[str] = field(default_factory=list)  # why it failed or skipped; notes if passed
     skipped: list[str] = field(default_factory=list)  # sub-checks skipped inside a passing part

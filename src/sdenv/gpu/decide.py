@@ -30,12 +30,13 @@ from sdenv.gpu.verdict import (
     stack_verdict,
     torch_device_for,
 )
+from sdenv.status import Status
 
 
 @dataclass
 class Check:
     name: str  # driver | torch-cuda | torch-kernel | torch-arch | xformers-arch | env-* ...
-    status: str  # pass | warn | fail | skip
+    status: Status
     reason: str
     gpu: int | None = None
     env: str | None = None
@@ -59,7 +60,7 @@ class GpuReport:
 class EnvFit:
     env: str
     cuda: str
-    status: str  # pass | warn | fail
+    status: Status  # never skip here
     reason: str
     checks: list[Check] = field(default_factory=list)
 
@@ -111,7 +112,7 @@ def _cuda_tuple(version: str | None) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-_FIT_STATUS = {"full": "pass", "minor-compat": "warn", "too-old": "fail"}
+_FIT_STATUS: dict[str, Status] = {"full": "pass", "minor-compat": "warn", "too-old": "fail"}
 
 
 def _driver_check(facts: MachineFacts, cuda: tuple[int, int], name: str, env: str | None) -> Check:
@@ -130,7 +131,7 @@ def _arch_check(
             name, "warn", "compute capability unknown: arch fit not checked", gpu.index, env
         )
     cov = arch_coverage(arch_list, gpu.cc)
-    status = "pass" if cov.covered else "fail"
+    status: Status = "pass" if cov.covered else "fail"
     if cov.covered and "PTX" in cov.how:
         status = "warn"  # runs, but JIT-compiled on first use (minutes, cached afterwards)
     return Check(name, status, f"{label}: {cov.how}", gpu=gpu.index, env=env)
@@ -269,9 +270,9 @@ def _env_fp8_check(env: EnvLike, hardware: str) -> Check:
     return Check("env-fp8", "pass", f"FP8 {hardware} here, as the env promises", env=env.name)
 
 
-def _worst(statuses: typing.Iterable[str]) -> str:
+def _worst(statuses: typing.Iterable[Status]) -> Status:
     rank = {"fail": 3, "warn": 2, "pass": 1, "skip": 0}
-    worst = max(statuses, key=lambda s: rank[s], default="pass")
+    worst: Status = max(statuses, key=lambda s: rank[s], default="pass")
     return "pass" if worst == "skip" else worst
 
 

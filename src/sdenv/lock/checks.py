@@ -24,13 +24,13 @@ from sdenv.errors import UsageError
 from sdenv.gpu.compat import TORCH_ARCH_LISTS, arch_coverage
 from sdenv.lock.lockfile import Pin
 from sdenv.lock.spec import CUDA_VARIANTS
+from sdenv.status import FAIL, PASS, SKIP, Outcome
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-PASS, FAIL, SKIP = "pass", "fail", "skip"
 # Where a PyPI torch's CUDA shows, in order of preference: the runtime package it pins (torch <=
 # 2.10 directly, -cu12 suffixed; >= 2.11 through cuda-toolkit[cudart]), else the cuda-toolkit
 # meta-package itself (torch 2.11+ Requires-Dist: cuda-toolkit[cudart,...]==13.0.3).
@@ -50,7 +50,7 @@ class RulesError(UsageError):
 @dataclass(frozen=True)
 class CheckResult:
     name: str  # "cuda-variant", "xformers-abi", "gpu-coverage", "rules"
-    status: str  # pass / fail / skip
+    status: Outcome
     detail: str
     packages: tuple[str, ...] = ()
     fix: str = ""
