@@ -273,3 +273,22 @@ def test_recorded_h200_reports_are_consistent(repo: Path, name: str) -> None:
     assert recommend(report.results, report.config["compile"]) == report.recommendation
     native = next(r for r in report.results if r.mode == "fp8-native")
     assert native.weight_ratio_vs_bf16 is not None and native.weight_ratio_vs_bf16 <= 0.55
+
+
+@pytest.mark.parametrize(
+    "name", ["h200-large-compiled-static.json", "h200-large-compiled-native-2.json"]
+)
+def test_recorded_static_run_is_consistent(repo: Path, name: str) -> None:
+    """The fp8-static H200 reports: medians, ratios and recommendation follow from the timings."""
+    report = report_from_json(json.loads((repo / "benchmarks" / "results" / name).read_text()))
+    assert report.environment["device_name"] == "NVIDIA H200"
+    for r in report.results:
+        assert r.status == "ok" and r.median_ms == pytest.approx(statistics.median(r.timings_ms))
+    assert with_ratios(report.results) == report.results
+    assert recommend(report.results, report.config["compile"]) == report.recommendation
+    static = [r for r in report.results if r.mode == "fp8-static"]
+    if static:
+        # The static scales keep the error of the dynamic mode (0.042) and halve the weights.
+        assert static[0].rel_l2_vs_bf16 is not None and static[0].rel_l2_vs_bf16 < 0.05
+        assert static[0].weight_ratio_vs_bf16 is not None
+        assert static[0].weight_ratio_vs_bf16 <= 0.55
