@@ -170,13 +170,14 @@ def test_generate_cli_json(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_model_check_on_a_given_model_dir(tiny: Path) -> None:
-    from sdenv.runtime.check import model_check, parse_check_output
+    from sdenv.runtime.check import model_check
+    from sdenv.target.protocol import MARKER, last_result
 
     report = model_check("emulated", tiny, steps=1)
     assert report["ok"] and report["fp8_ok"] and report["model"] == str(tiny)
     assert report["timings"]["make_tiny_s"] == 0.0
-    assert parse_check_output('chatter\n{"ok": true}\n') == {"ok": True}
-    assert parse_check_output("Traceback ...\nKeyError: 'x'\n") is None
+    assert last_result(f'chatter\n{MARKER} {{"ok": true}}\n') == {"ok": True}
+    assert last_result("Traceback ...\nKeyError: 'x'\n{\"ok\": true}\n") is None
 
 
 def test_static_fp8_calibrates_once_stores_beside_the_model_and_checks_the_file(

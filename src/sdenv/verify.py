@@ -360,15 +360,13 @@ def model_part(
 ) -> Part:
     if mode is None:
         return Part("model", "fail" if why == NO_TORCH else "skip", reasons=[why])
-    from sdenv.runtime.check import parse_check_output
-
     args = ["-m", "sdenv.runtime.check", "--mode", mode]
     if model is not None:
         args += ["--model", str(model.resolve())]
     t0 = time.perf_counter()
     rc, out, errtext = _run_target(python, args, timeout)
     seconds = time.perf_counter() - t0
-    report = parse_check_output(out)
+    report = last_result(out)
     if report is None:
         return Part(
             "model",

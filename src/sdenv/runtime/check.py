@@ -1,21 +1,21 @@
 """The model check ``sdenv verify`` runs inside the env under test.
 
 ``python -m sdenv.runtime.check --mode MODE [--model DIR] [--steps N]`` loads the tiny SD3.5
-model (or ``DIR``) in ``MODE``, runs a few steps and prints one JSON object as its last line.
+model (or ``DIR``) in ``MODE``, runs a few steps and prints one result line
+(``sdenv.target.protocol``).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from sdenv.errors import SdenvError
 from sdenv.runtime.generate import MODES, load_pipeline, run_pipeline
+from sdenv.target.protocol import emit
 
 CHECK_PROMPT = "a photograph of an astronaut riding a horse"
 
@@ -55,20 +55,9 @@ def _check_main(argv: list[str]) -> int:
         report = {"ok": False, "error": str(exc), "error_type": type(exc).__name__}
     except Exception as exc:  # the check reports any crash as data for verify
         report = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "error_type": "crash"}
-    # Last line of stdout, so library chatter above it cannot break the parse.
-    sys.stdout.write("\n" + json.dumps(report) + "\n")
+    # The one result protocol (sdenv.target.protocol): library chatter cannot break the parse.
+    emit(report)
     return 0 if report.get("ok") else 1
-
-
-def parse_check_output(stdout: str) -> Mapping[str, Any] | None:
-    for line in reversed(stdout.strip().splitlines()):
-        if line.startswith("{"):
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                return None
-            return obj if isinstance(obj, dict) else None
-    return None
 
 
 if __name__ == "__main__":
