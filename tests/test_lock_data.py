@@ -77,7 +77,7 @@ def hook(event, args):
 sys.addaudithook(hook)
 
 from sdenv import lock as core
-from sdenv.spec import load_spec
+from sdenv.lock.spec import load_spec
 
 real_hash = core.data_sha256
 
@@ -106,7 +106,7 @@ print(json.dumps({"seen": sorted(seen), "lock": written.status, "proof": written
 
 @pytest.mark.slow
 def test_the_lock_reads_exactly_the_data_files_it_hashes(index: str, tmp_path: Path) -> None:
-    from test_lock import SMOKE, write_spec
+    from helpers.specs import SMOKE, write_spec
 
     spec = write_spec(tmp_path, index)
     proc = subprocess.run(

@@ -397,7 +397,7 @@ def test_target_runs_standalone_without_sdenv(tmp_path: Path) -> None:
     ("torch", "bounded"), [("2.4.1", True), ("2.5.1", True), ("2.6.0", False), ("2.10.0", False)]
 )
 def test_bound_hints_are_the_shipped_rules(torch: str, bounded: bool) -> None:
-    from sdenv.checks import default_rules
+    from sdenv.lock.checks import default_rules
 
     rule = next(r for r in default_rules() if r.id == "diffusers-torch-accelerator")
     rec = _recorded("naive-diffusers-0.42.1")

@@ -84,7 +84,7 @@ class ProbeReport:
 
 
 class EnvLike(Protocol):
-    """The parts of ``sdenv.spec.EnvSpec`` the decision reads (no import: stays stdlib-only)."""
+    """The parts of ``sdenv.lock.spec.EnvSpec`` the decision reads (not imported: stdlib only)."""
 
     @property
     def name(self) -> str: ...
