@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -447,23 +446,27 @@ def validate(config: BenchConfig) -> None:
 def _call_worker(
     request: Mapping[str, Any], workdir: Path, tag: str, timeout_s: float, python: str
 ) -> dict[str, Any]:
+    """Run one worker; its answer is the result line of the one target protocol on its stdout."""
+    from sdenv._target import child_env
+    from sdenv.target.protocol import MARKER, last_result
+
     req_path = workdir / f"{tag}.request.json"
-    res_path = workdir / f"{tag}.result.json"
     req_path.write_text(json.dumps(request))
-    env = dict(os.environ)
     # The worker must import this very sdenv, also when it runs from a source tree.
-    src = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-    cmd = [python, "-m", "sdenv.runtime.bench_worker", str(req_path), str(res_path)]
+    env = child_env(pythonpath=[str(Path(__file__).resolve().parents[2])])
+    cmd = [python, "-m", "sdenv.runtime.bench_worker", str(req_path)]
     try:
-        # Worker chatter (diffusers, inductor) goes to our stderr: stdout stays clean for --json.
-        proc = _cleanup.run(cmd, env=env, timeout=timeout_s, stdout=2)
+        proc = _cleanup.run(cmd, env=env, timeout=timeout_s, stdout=subprocess.PIPE, text=True)
     except subprocess.TimeoutExpired:
         return {"status": "error", "reason": f"timed out after {timeout_s:.0f} s"}
     except OSError as exc:
         raise BenchError(f"cannot start the bench worker with {python}: {exc}") from exc
-    if res_path.is_file():
-        result: dict[str, Any] = json.loads(res_path.read_text())
+    # Worker chatter (diffusers, inductor) goes to our stderr: stdout stays clean for --json.
+    chatter = [ln for ln in (proc.stdout or "").splitlines() if not ln.startswith(MARKER)]
+    if any(chatter):
+        sys.stderr.write("\n".join(chatter) + "\n")
+    result = last_result(proc.stdout or "")
+    if result is not None:
         return result
     hint = " (killed: out of memory?)" if proc.returncode < 0 or proc.returncode == 137 else ""
     return {

@@ -1,10 +1,10 @@
 """One ``sdenv bench`` measurement in its own process.
 
-``python -m sdenv.runtime.bench_worker REQ RES``: REQ is a JSON request written by
+``python -m sdenv.runtime.bench_worker REQ``: REQ is a JSON request written by
 ``sdenv.runtime.bench``: ``{"kind": "info"}`` (what this box has) or ``{"kind": "mode", ...}``
-(build the SD3.5 transformer, apply one mode, time it). The answer goes to the file RES as JSON;
-failures become ``{"status": "error", "reason": ...}`` there, so the harness records them as
-data. torch, diffusers and torchao are imported here only.
+(build the SD3.5 transformer, apply one mode, time it). The answer is one result line of
+``sdenv.target.protocol`` on stdout; failures become ``{"status": "error", "reason": ...}``
+there, so the harness records them as data. torch, diffusers and torchao are imported here only.
 """
 
 from __future__ import annotations
@@ -414,11 +414,11 @@ def run_mode(req: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print(
-            "usage: python -m sdenv.runtime.bench_worker REQUEST.json RESULT.json", file=sys.stderr
-        )
+    if len(argv) != 1:
+        print("usage: python -m sdenv.runtime.bench_worker REQUEST.json", file=sys.stderr)
         return 2
+    from sdenv.target.protocol import emit
+
     req = json.loads(Path(argv[0]).read_text())
     try:
         res = info() if req["kind"] == "info" else run_mode(req)
@@ -427,7 +427,7 @@ def main(argv: list[str]) -> int:
         traceback.print_exc()
         res = {"status": "error", "reason": _first_line(exc)}
         code = 1
-    Path(argv[1]).write_text(json.dumps(res))
+    emit(res)  # the one result protocol (sdenv.target.protocol)
     return code
 
 
