@@ -96,6 +96,24 @@ def test_verify_cli_swapped_version_json(
     assert drift["detail"]["versions"] == [{"name": DEMO, "locked": "1.0", "installed": "2.0"}]
 
 
+def test_verify_takes_a_relative_python_path(
+    tmp_path: Path,
+    wheels: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`--python .envs/x/bin/python`, as the README writes it: the target runs from a staging
+    dir, so the path is made absolute first (it once failed as 'not a working interpreter')."""
+    py = _venv(tmp_path / "v", wheels, f"{DEMO}==2.0")
+    lock = _lock(tmp_path, wheels, **{DEMO: "1.0"})
+    monkeypatch.chdir(tmp_path)
+    relative = str(Path(py).relative_to(tmp_path))
+    assert main(["verify", "--python", relative, "--lock", str(lock), "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    drift = next(p for p in result["parts"] if p["name"] == "drift")
+    assert drift["reasons"][0].startswith(f"other versions: {DEMO} 2.0 (lock 1.0)")
+
+
 def test_verify_missing_lock_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -418,7 +418,10 @@ def verify(
 ) -> VerifyResult:
     """Probe, then drift, smoke and model check concurrently; one result with every reason."""
     t0 = time.perf_counter()
-    target = str(python) if python is not None else None
+    # Absolute (the target runs from a staging dir, so a relative path would name nothing there)
+    # but not resolved: a venv's python is a symlink whose target runs outside the venv.
+    target = os.path.abspath(python) if python is not None and os.sep in str(python) else python
+    target = str(target) if target is not None else None
     lock = check_inputs(target, lock, no_lock, model)
     exe = target or sys.executable
     promise = _lock_promise(lock, envs)
