@@ -60,7 +60,12 @@ def _venv(dest: Path, wheels: Path, *reqs: str) -> Path:
     run_uv(["venv", "--quiet", "--python", sys.executable, str(dest)])
     py = dest / "bin" / "python"
     if reqs:
-        install(py, ["--offline", "--no-index", "--find-links", str(wheels), *reqs])
+        # Copies, not uv's hardlinks: the tests tamper with installed files, which would
+        # otherwise edit uv's cache and every later venv made from it.
+        install(
+            py,
+            ["--offline", "--no-index", "--link-mode", "copy", "--find-links", str(wheels), *reqs],
+        )
     return py
 
 

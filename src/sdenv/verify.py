@@ -355,17 +355,32 @@ def model_mode(probe_report: dict[str, Any]) -> tuple[str | None, str]:
     return None, f"no GPU and torch {torch_facts.get('version')} has no float8_e4m3fn"
 
 
-def model_part(
-    python: str, mode: str | None, why: str, model: Path | None, *, timeout: float
-) -> Part:
-    if mode is None:
-        return Part("model", "fail" if why == NO_TORCH else "skip", reasons=[why])
+ModelRun = tuple[int | None, str, str, float]  # exit code (None: timed out), out, err, s
+
+
+def run_model_check(python: str, mode: str, model: Path | None, *, timeout: float) -> ModelRun:
+    """The model check in the target, as it ran; ``model_part`` turns it into the verdict."""
     args = ["-m", "sdenv.runtime.check", "--mode", mode]
     if model is not None:
         args += ["--model", str(model.resolve())]
     t0 = time.perf_counter()
     rc, out, errtext = _run_target(python, args, timeout)
-    seconds = time.perf_counter() - t0
+    return rc, out, errtext, time.perf_counter() - t0
+
+
+def model_part(
+    python: str,
+    mode: str | None,
+    why: str,
+    model: Path | None,
+    *,
+    timeout: float,
+    ran: ModelRun | None = None,
+) -> Part:
+    """The model part: ``ran`` is a check already run in ``mode`` (started before the probe)."""
+    if mode is None:
+        return Part("model", "fail" if why == NO_TORCH else "skip", reasons=[why])
+    rc, out, errtext, seconds = ran or run_model_check(python, mode, model, timeout=timeout)
     report = last_result(out)
     if report is None:
         return Part(
@@ -444,20 +459,33 @@ def verify(
     # The probe decides the model check's FP8 mode, so it runs before the model loads; drift and
     # smoke do not depend on it and start at once (smoke is the longest part: on an H200 it sets
     # the verdict's time).
-    with ThreadPoolExecutor(max_workers=3) as pool:
+    with ThreadPoolExecutor(max_workers=4) as pool:
         drift_f = pool.submit(
             guarded, "drift", lambda: drift_part(target, lock, check_files=check_files)
         )
         smoke_f = pool.submit(
             guarded, "smoke", lambda: smoke_part(target, gpu=gpu, timeout=smoke_timeout)
         )
+        # Without an NVIDIA driver the probe can only find no GPU, and the model check then runs
+        # emulated wherever torch has float8: start it now instead of after the probe (on a
+        # CPU-only box the probe is a third of verify's wall time). A probe that says otherwise
+        # discards this run and the check runs again in its mode.
+        early = (
+            pool.submit(run_model_check, exe, "emulated", model, timeout=model_timeout)
+            if no_nvidia_driver()
+            else None
+        )
         probe, probe_report = probe_part(target, envs, promise)
         if on_part:
             on_part(probe)
         mode, why = model_mode(probe_report)
-        model_f = pool.submit(
-            guarded, "model", lambda: model_part(exe, mode, why, model, timeout=model_timeout)
-        )
+        reuse = early if early is not None and mode == "emulated" else None
+
+        def model_now() -> Part:
+            ran = reuse.result() if reuse is not None else None
+            return model_part(exe, mode, why, model, timeout=model_timeout, ran=ran)
+
+        model_f = pool.submit(guarded, "model", model_now)
         parts = [probe, drift_f.result(), smoke_f.result(), model_f.result()]
     ok, failed = verdict(parts, fail_on_skip)
     return VerifyResult(
@@ -474,6 +502,12 @@ def verify(
         fp8_promise=promise,
         advisory=probe.detail.get("advisory"),
     )
+
+
+def no_nvidia_driver(proc: Path = Path("/proc/driver/nvidia"), dev: Path = Path("/dev")) -> bool:
+    """No NVIDIA kernel driver here (no /proc/driver/nvidia, no /dev/nvidia0): no GPU can be
+    found by the probe, whatever the env holds."""
+    return not proc.exists() and not (dev / "nvidia0").exists()
 
 
 def _lock_promise(lock: Path | None, envs: Sequence[Any]) -> str | None:
