@@ -416,6 +416,21 @@ def model_part(
 # --------------------------------------------------------------------------- the whole
 
 
+def _guarded(name: str, fn: Callable[[], Part], on_part: Callable[[Part], None] | None) -> Part:
+    """Run one part: a crash inside it is that part's failure, a usage error aborts verify."""
+    start = time.perf_counter()
+    try:
+        part = fn()
+    except SdenvError:
+        raise  # a usage error (bad lock) aborts the whole verify with its one line
+    except Exception as exc:  # a crash inside one part is that part's failure, not ours
+        part = Part(name, "fail", reasons=[f"{type(exc).__name__}: {exc}"])
+    part.seconds = part.seconds or time.perf_counter() - start
+    if on_part:
+        on_part(part)
+    return part
+
+
 def verify(
     *,
     python: str | Path | None = None,
@@ -444,17 +459,7 @@ def verify(
         on_start(exe)
 
     def guarded(name: str, fn: Callable[[], Part]) -> Part:
-        start = time.perf_counter()
-        try:
-            part = fn()
-        except SdenvError:
-            raise  # a usage error (bad lock) aborts the whole verify with its one line
-        except Exception as exc:  # a crash inside one part is that part's failure, not ours
-            part = Part(name, "fail", reasons=[f"{type(exc).__name__}: {exc}"])
-        part.seconds = part.seconds or time.perf_counter() - start
-        if on_part:
-            on_part(part)
-        return part
+        return _guarded(name, fn, on_part)
 
     # The probe decides the model check's FP8 mode, so it runs before the model loads; drift and
     # smoke do not depend on it and start at once (smoke is the longest part: on an H200 it sets
