@@ -226,12 +226,15 @@ def _build(
     interpreter: Path,
     indexes: list[str],
     wheelhouse: Path | None,
+    source: str,
     check_files: bool,
     progress: Progress,
 ) -> DriftReport:
-    """Build the venv beside the old one, install, check drift, stamp and swap it in."""
+    """Build the venv beside the old one, install, check drift, stamp and swap it in.
+
+    ``source`` is what ``_source`` said the wheels come from (for the progress line).
+    """
     version = lock.get("python") or "?"
-    source = f"wheelhouse {wheelhouse}" if wheelhouse is not None else ", ".join(indexes)
     # What a killed sync left (its build, or the old venv mid-swap): no sync holds them now.
     for kind in ("sync", "old"):
         for leftover in venv.parent.glob(f".{venv.name}.{kind}-*"):
@@ -312,7 +315,7 @@ def sync(
         interpreter = interpreter or _interpreter(version, lock_path)
         existed = venv.exists()
         drift = _build(
-            lock, lock_path, venv, interpreter, indexes, wheelhouse, check_files, progress
+            lock, lock_path, venv, interpreter, indexes, wheelhouse, source, check_files, progress
         )
     # The drift report names the build directory's interpreter: name the venv's instead.
     drift = replace(drift, python=str(exe))
