@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import sys
@@ -121,15 +120,12 @@ def run_one(python: str, root: Path, name: str, gpu: bool | None, timeout: float
 def resolve_python(python: Path | str | None) -> str:
     if python is None:
         return sys.executable
-    found = shutil.which(str(python)) if os.sep not in str(python) else None
-    path = Path(found or python)
+    path = Path(_target.interpreter_path(python))
     if not path.exists():
         raise SmokeError(f"--python {python}: no such interpreter; pass a venv's bin/python")
     if path.is_dir():
         raise SmokeError(f"--python {python}: is a directory; pass a venv's bin/python")
-    # Absolute (checks run in a temp dir) but not resolved: a venv's python is a symlink whose
-    # target would run outside the venv.
-    return os.path.abspath(path)
+    return str(path)
 
 
 def run_env(exe: str, root: Path, gpu: bool | None, timeout: float) -> dict[str, Any]:

@@ -23,6 +23,16 @@ _BOOT = (
 )
 
 
+def interpreter_path(python: str | os.PathLike[str]) -> str:
+    """A target interpreter named so that it still runs from a staging dir: a bare name looked up
+    on PATH, a path made absolute but not resolved (a venv's python is a symlink whose target
+    would run outside the venv)."""
+    text = os.fspath(python)
+    if os.sep not in text:
+        return shutil.which(text) or text
+    return os.path.abspath(text)
+
+
 def stage(dest: Path) -> Path:
     """Copy ``sdenv.target`` to ``dest/sdenv/target`` (with an empty ``sdenv/__init__.py``);
     return ``dest``, the directory to run from."""

@@ -15,7 +15,6 @@ comparison with the lock is a pure function of that inventory (``compare``).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -178,9 +177,7 @@ def take_inventory(
     verify runs it. ``isolated`` (``-I``) sees the interpreter's own environment alone: what a
     venv just built holds, whatever the caller's PYTHONPATH.
     """
-    # Absolute (it runs from a staging dir) but not resolved: a venv's python is a symlink whose
-    # target would run outside the venv.
-    exe = os.path.abspath(python) if python else sys.executable
+    exe = _target.interpreter_path(python) if python else sys.executable
     t0 = time.perf_counter()
     with throwaway_dir("sdenv-drift-") as tmp:
         root = _target.stage(tmp)

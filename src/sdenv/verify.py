@@ -31,7 +31,7 @@ from typing import Any
 from sdenv import _cleanup
 from sdenv._cleanup import throwaway_dir
 from sdenv._json import to_jsonable
-from sdenv._target import child_env
+from sdenv._target import child_env, interpreter_path
 from sdenv.errors import SdenvError, UsageError
 from sdenv.lock.lockfile import DEFAULT_LOCK_DIR
 from sdenv.status import Outcome
@@ -448,10 +448,8 @@ def verify(
 ) -> VerifyResult:
     """Probe, then drift, smoke and model check concurrently; one result with every reason."""
     t0 = time.perf_counter()
-    # Absolute (the target runs from a staging dir, so a relative path would name nothing there)
-    # but not resolved: a venv's python is a symlink whose target runs outside the venv.
-    target = os.path.abspath(python) if python is not None and os.sep in str(python) else python
-    target = str(target) if target is not None else None
+    # The target runs from a staging dir: a relative path would name nothing there.
+    target = interpreter_path(python) if python is not None else None
     lock = check_inputs(target, lock, no_lock, model)
     exe = target or sys.executable
     promise = _lock_promise(lock, envs)
