@@ -200,11 +200,16 @@ def run(
     return result
 
 
-def kill_children() -> None:
+def kill_children(wait: float = 0.0) -> None:
+    """SIGKILL every child's process group; with ``wait``, also reap them (up to that many
+    seconds each), so that a dir a child owned is seen as its dead owner's."""
     with _lock:
         live = list(_children)
     for proc in live:
         _kill_group(proc)
+    for proc in live if wait else ():
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=wait)
 
 
 def remove_dirs() -> None:
@@ -240,8 +245,11 @@ def handle_signals() -> Iterator[None]:
             signal.signal(s, signal.SIG_IGN)
         stopping = _stopping.is_set()
         if stopping:
-            kill_children()
+            kill_children(wait=5.0)
             remove_dirs()
+            # The throwaway dirs our children made (the model check's tiny model, say) died with
+            # them: their owners are gone now, so they go now rather than at the next run.
+            reap_stale()
         for s, handler in old.items():
             signal.signal(s, handler)
         _stopping.clear()
