@@ -186,11 +186,10 @@ def test_static_fp8_calibrates_once_stores_beside_the_model_and_checks_the_file(
     """--fp8 static where torch has a row-wise FP8 matmul on this device (the CPU kernel is in
     torch 2.14, not in the default lock's 2.4): the first run calibrates and writes the scales
     beside the transformer, the next one reuses them; elsewhere one line says why it cannot run."""
-    import torch
 
     from sdenv.runtime.fp8_static import load_scales, try_rowwise_scaled_mm
 
-    runs, why = try_rowwise_scaled_mm(torch, "cpu")
+    runs, why = try_rowwise_scaled_mm("cpu")
     if not runs:
         with pytest.raises(Fp8Unavailable, match=r"--fp8 static needs a row-wise FP8 matmul"):
             generate(copy, "a red fox", tmp_path / "s.png", mode="static", steps=1)

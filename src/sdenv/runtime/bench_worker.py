@@ -106,7 +106,7 @@ def _try_rowwise_scaled_mm(torch: Any) -> dict[str, Any]:
     """fp8-static's one requirement, tried on the bench's device (``sdenv.runtime.fp8_static``)."""
     from sdenv.runtime.fp8_static import try_rowwise_scaled_mm
 
-    ok, error = try_rowwise_scaled_mm(torch, "cuda" if torch.cuda.is_available() else "cpu")
+    ok, error = try_rowwise_scaled_mm("cuda" if torch.cuda.is_available() else "cpu")
     return {"scaled_mm_rowwise": ok, "scaled_mm_rowwise_error": error}
 
 

@@ -85,21 +85,20 @@ class StaticFP8Linear(torch.nn.Linear):  # type: ignore[misc, unused-ignore]
         )
 
 
-def try_rowwise_scaled_mm(torch_mod: Any, device: str) -> tuple[bool, str | None]:
+def try_rowwise_scaled_mm(device: str) -> tuple[bool, str | None]:
     """Run one tiny row-wise FP8 matmul on ``device``: the whole requirement of fp8-static.
 
     CUDA needs compute capability >= 8.9 and torch >= 2.5; the CPU kernel came later (torch
     2.14 has it, 2.4 does not). Trying it is the one answer that holds for every build.
-    ``torch_mod`` is passed in so the bench worker's info step can call this with its torch.
     """
     try:
-        a = torch_mod.ones(16, 32, device=device).to(E4M3)
-        out = torch_mod._scaled_mm(
+        a = torch.ones(16, 32, device=device).to(E4M3)
+        out = torch._scaled_mm(
             a,
             a.t(),
-            scale_a=torch_mod.ones(16, 1, device=device),
-            scale_b=torch_mod.ones(1, 16, device=device),
-            out_dtype=torch_mod.bfloat16,
+            scale_a=torch.ones(16, 1, device=device),
+            scale_b=torch.ones(1, 16, device=device),
+            out_dtype=torch.bfloat16,
         )
         if float(out[0, 0]) != 32.0:
             return False, f"wrong result {float(out[0, 0])} (expected 32)"

@@ -103,11 +103,9 @@ def _require_native(device: str) -> None:
 
 
 def _require_static(device: str) -> None:
-    import torch
-
     from sdenv.runtime.fp8_static import try_rowwise_scaled_mm
 
-    ok, error = try_rowwise_scaled_mm(torch, device)
+    ok, error = try_rowwise_scaled_mm(device)
     if not ok:
         raise Fp8Unavailable(
             f"--fp8 static needs a row-wise FP8 matmul (torch._scaled_mm) on {device}: {error}; "
