@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,6 +180,31 @@ def test_model_check_on_a_given_model_dir(tiny: Path) -> None:
     assert report["timings"]["make_tiny_s"] == 0.0
     assert last_result(f'chatter\n{MARKER} {{"ok": true}}\n') == {"ok": True}
     assert last_result("Traceback ...\nKeyError: 'x'\n{\"ok\": true}\n") is None
+
+
+def test_model_check_reads_its_mode_from_stdin_once_the_model_is_ready(tiny: Path) -> None:
+    """``--mode -``, as verify starts it before the probe has answered: the mode arrives on stdin;
+    an empty line means no run (exit 0, no result); a mode that is not one is the check's error."""
+    import subprocess
+    import sys
+
+    from sdenv.target.protocol import last_result
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    cmd = [sys.executable, "-m", "sdenv.runtime.check", "--mode", "-", "--model", str(tiny)]
+    cmd += ["--steps", "1"]
+
+    def check(line: str) -> tuple[int, dict[str, Any] | None]:
+        env = {**os.environ, "PYTHONPATH": src}
+        proc = subprocess.run(cmd, input=line, capture_output=True, text=True, env=env, timeout=300)
+        return proc.returncode, last_result(proc.stdout)
+
+    rc, report = check("emulated\n")
+    assert rc == 0 and report is not None and report["ok"] and report["mode"] == "emulated"
+    assert report["timings"]["mode_wait_s"] >= 0.0
+    assert check("") == (0, None)
+    rc, report = check("fast\n")
+    assert rc == 1 and report is not None and "got 'fast' on stdin" in report["error"]
 
 
 def test_static_fp8_calibrates_once_stores_beside_the_model_and_checks_the_file(

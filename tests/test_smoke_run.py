@@ -37,8 +37,8 @@ def _run(tmp_path: Path, nodes: list[Node], timeout: float = 30) -> dict[str, Ra
 
 
 def test_passes_come_from_the_group_and_a_failure_is_rerun_alone(tmp_path: Path) -> None:
-    nodes = [Node("a", (), True), Node("bad", ("a",), True), Node("c", ("a",), True)]
-    nodes.append(Node("solo", ("a",), False))
+    nodes = [Node("a", (), "g"), Node("bad", ("a",), "g"), Node("c", ("a",), "g")]
+    nodes.append(Node("solo", ("a",), None))
     got = _run(tmp_path, nodes)
     assert got["a"].detail == got["c"].detail == "3 in process"
     assert (got["bad"].status, got["bad"].detail) == ("fail", "1 in process")
@@ -46,7 +46,7 @@ def test_passes_come_from_the_group_and_a_failure_is_rerun_alone(tmp_path: Path)
 
 
 def test_a_crash_in_the_group_is_classified_as_a_lone_run(tmp_path: Path) -> None:
-    nodes = [Node("a", (), True), Node("crash", ("a",), True), Node("c", ("a",), True)]
+    nodes = [Node("a", (), "g"), Node("crash", ("a",), "g"), Node("c", ("a",), "g")]
     got = _run(tmp_path, nodes)
     assert got["a"].detail == "3 in process"  # answered before the crash: kept
     assert (got["crash"].status, got["crash"].error) == ("fail", "crashed: killed by SIGSEGV")
@@ -55,15 +55,26 @@ def test_a_crash_in_the_group_is_classified_as_a_lone_run(tmp_path: Path) -> Non
 
 
 def test_a_hang_in_the_group_times_out_alone(tmp_path: Path) -> None:
-    nodes = [Node("a", (), True), Node("hang", ("a",), True), Node("c", ("a",), True)]
+    nodes = [Node("a", (), "g"), Node("hang", ("a",), "g"), Node("c", ("a",), "g")]
     got = _run(tmp_path, nodes, timeout=2)
     assert got["hang"].detail == "timed out after 2 s"
     assert (got["c"].status, got["c"].detail) == ("pass", "1 in process")
 
 
 def test_dependents_of_a_failure_are_skipped(tmp_path: Path) -> None:
-    nodes = [Node("bad", (), True), Node("a", ("bad",), True), Node("c", ("a",), False)]
+    nodes = [Node("bad", (), "g"), Node("a", ("bad",), "g"), Node("c", ("a",), None)]
     got = _run(tmp_path, nodes)
     assert got["bad"].status == "fail"
     assert (got["a"].status, got["a"].detail) == ("skip", "needs bad (failed)")
     assert got["c"].detail == "needs a (skipped: needs bad (failed))"
+
+
+def test_each_group_has_its_own_process(tmp_path: Path) -> None:
+    """The imports and the CUDA-kernel checks form two groups that run side by side; a group of
+    one is a lone run."""
+    nodes = [Node("a", (), "imports"), Node("c", ("a",), "imports"), Node("d", ("a",), "gpu")]
+    nodes += [Node("e", ("a",), "gpu"), Node("f", ("a",), "gpu"), Node("solo", ("a",), "only")]
+    got = _run(tmp_path, nodes)
+    assert got["a"].detail == got["c"].detail == "2 in process"
+    assert got["d"].detail == got["e"].detail == got["f"].detail == "3 in process"
+    assert got["solo"].detail == "1 in process"

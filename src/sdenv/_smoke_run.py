@@ -1,13 +1,16 @@
-"""How ``sdenv smoke`` runs its checks in the target interpreter: processes, a group, a schedule.
+"""How ``sdenv smoke`` runs its checks in the target interpreter: processes, groups, a schedule.
 
-Checks where a crash is plausible (a third-party C++ extension, CUDA kernels) run one per process,
-as they always did, so a segfault or a hang is pinned on that check. The others (imports and tiny
-CPU computations by torch itself) share ONE process, the group, which reports each check's result
-as it finishes: a torch import costs seconds, and paying it once instead of once per check is
-most of the smoke's time on a small box. Whatever the group cannot answer for sure is asked
-again of a process of its own: a check that failed in the group (its error text and log then
-are exactly those of a lone run) and every check left without a result when the group died or
-hung. So a broken env is classified as if every check ran alone; only passes come from the group.
+Checks of a third-party C++ extension (xformers, torchao) run one per process, as they always did.
+The others share a process per group, which reports each check's result as it finishes: the
+imports and tiny CPU computations by torch itself in one (``imports``), the checks that launch
+CUDA kernels in another (``gpu``), so the two run side by side. A torch import costs seconds and a
+CUDA context one more; paying each once instead of once per check is most of the smoke's time.
+
+A crash or a hang is plausible in a CUDA kernel, so nothing a group cannot answer for sure is
+taken from it: a check that failed in a group is asked again of a process of its own (its error
+text and log then are exactly those of a lone run), and so is every check left without a result
+when the group died or hung (a segfault, a sticky CUDA error that fails every later check). So a
+broken env is classified as if every check ran alone; only passes come from a group.
 """
 
 from __future__ import annotations
@@ -51,12 +54,12 @@ class Raw:
 
 @dataclass(frozen=True)
 class Node:
-    """A check to schedule: the checks it needs (that are run), and whether it may share the
-    group's process."""
+    """A check to schedule: the checks it needs (that are run), and the group whose process it
+    may share (None: a process of its own)."""
 
     name: str
     needs: tuple[str, ...]
-    grouped: bool
+    group: str | None
 
 
 def _flag(gpu: bool | None) -> list[str]:
@@ -239,19 +242,18 @@ def run_graph(
         on_result(name, raw)
     pending = {node.name: node for node in nodes if node.name not in outcome}
     slots = threading.Semaphore(workers)
-    members = [n.name for n in nodes if n.grouped and n.name in pending]
-    group = Group(python, root, members, gpu, timeout) if len(members) > 1 else None
+    groups = _groups(nodes, pending, lambda names: Group(python, root, names, gpu, timeout))
 
     def job(name: str) -> Raw:
-        raw = group.result(name) if group and name in members else None
+        raw = groups[name].result(name) if name in groups else None
         if raw is None or raw.status == "fail":
             with slots:
                 raw = run_one(python, root, name, gpu, timeout)
         return raw
 
     running: dict[Future[Raw], str] = {}
-    with ThreadPoolExecutor(max_workers=len(nodes) + 1) as pool:
-        if group is not None:
+    with ThreadPoolExecutor(max_workers=len(nodes) + len(groups) + 1) as pool:
+        for group in dict.fromkeys(groups.values()):
             pool.submit(group.run, slots)
         while pending or running:
             for name, skip in _ready(pending, outcome):
@@ -269,6 +271,19 @@ def run_graph(
                 name = running.pop(fut)
                 outcome[name] = fut.result()
                 on_result(name, outcome[name])
+
+
+def _groups(
+    nodes: Sequence[Node], pending: Mapping[str, Node], make: Callable[[list[str]], Group]
+) -> dict[str, Group]:
+    """Check name -> the process of its group, for the groups of two or more checks to run (a
+    group of one is a lone run)."""
+    groups: dict[str, Group] = {}
+    for key in dict.fromkeys(n.group for n in nodes if n.group is not None):
+        members = [n.name for n in nodes if n.group == key and n.name in pending]
+        if len(members) > 1:
+            groups |= dict.fromkeys(members, make(members))
+    return groups
 
 
 def _ready(pending: dict[str, Node], outcome: Mapping[str, Raw]) -> list[tuple[str, Raw | None]]:
@@ -297,6 +312,12 @@ def _ready(pending: dict[str, Node], outcome: Mapping[str, Raw]) -> list[tuple[s
     return ready
 
 
+def _group(spec: CheckSpec, use_gpu: bool) -> str | None:
+    if spec.alone:
+        return None
+    return "gpu" if use_gpu and (spec.gpu_only or spec.gpu_kernels) else "imports"
+
+
 def run_checks(
     exe: str,
     root: Path,
@@ -307,8 +328,8 @@ def run_checks(
     workers: int | None,
     on_result: Callable[[str, Raw], None],
 ) -> None:
-    """Checks run as their prerequisites pass; the ones a crash is not plausible in share one
-    process."""
+    """Checks run as their prerequisites pass; all but the C++ extension checks share a process
+    per group: ``imports``, and ``gpu`` for the checks that launch CUDA kernels."""
     names = {spec.name for spec in selected}
     skipped = "GPU checks off (--no-gpu)" if gpu_flag is False else "no NVIDIA GPU (no driver)"
     done = {
@@ -320,7 +341,7 @@ def run_checks(
         Node(
             spec.name,
             tuple(n for n in spec.needs + (spec.needs_on_gpu if use_gpu else ()) if n in names),
-            grouped=not (spec.alone or spec.gpu_only or (use_gpu and spec.gpu_kernels)),
+            group=_group(spec, use_gpu),
         )
         for spec in selected
     ]

@@ -63,9 +63,10 @@ class CheckSpec:
     needs: tuple[str, ...] = ()
     gpu_only: bool = False
     needs_on_gpu: tuple[str, ...] = ()  # extra prerequisites when the GPU is used
-    # Run in a process of its own: a crash is plausible (a third-party C++ extension) ...
+    # Run in a process of its own: a third-party C++ extension is loaded.
     alone: bool = False
-    # ... or it runs CUDA kernels when the GPU is used (gpu_only checks always run alone).
+    # It launches CUDA kernels when the GPU is used: it shares the ``gpu`` group's process then
+    # (gpu_only checks always do), not the imports' (``sdenv._smoke_run``).
     gpu_kernels: bool = False
 
 
@@ -104,6 +105,7 @@ CHECKS: tuple[CheckSpec, ...] = (
         "xformers",
         ("cuda", "xformers"),
         gpu_only=True,
+        alone=True,  # xformers' C++ extension
     ),
     CheckSpec(
         "sd3-forward",

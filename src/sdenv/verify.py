@@ -8,14 +8,16 @@ Four parts, in this order, each pass / fail / skip with its reasons:
    the deployment loader (``sdenv.runtime.generate``) in the FP8 mode the probe chose, two steps
    run: finite image, FP8 storage where the mode says so, timings.
 
-Parts 2-4 are subprocesses of the target interpreter and run concurrently: drift and smoke from
-the start, the model check as soon as the probe has chosen its mode. Exit 0 only when every
+Parts 2-4 are subprocesses of the target interpreter and run concurrently from the start; the
+model check makes its tiny model while the probe runs and loads it once the probe has chosen the
+mode. Exit 0 only when every
 required part passes; a part skipped for a reason (no GPU, no lock) is shown as skipped and fails
 the verdict only with ``fail_on_skip``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -324,7 +326,12 @@ def smoke_part(python: str | None, *, gpu: bool | None, timeout: float) -> Part:
         if c.status == "fail"
     ]
     skipped = [c.name for c in checks if c.status == "skip"]
-    detail = {"checks": {c.name: {"status": c.status, "detail": c.detail} for c in checks}}
+    detail = {
+        "checks": {
+            c.name: {"status": c.status, "detail": c.detail, "seconds": round(c.seconds, 3)}
+            for c in checks
+        }
+    }
     if failed or not report.ok:
         return Part(
             "smoke", "fail", reasons=failed or ["smoke failed"], seconds=seconds, detail=detail
@@ -358,14 +365,64 @@ def model_mode(probe_report: dict[str, Any]) -> tuple[str | None, str]:
 ModelRun = tuple[int | None, str, str, float]  # exit code (None: timed out), out, err, s
 
 
-def run_model_check(python: str, mode: str, model: Path | None, *, timeout: float) -> ModelRun:
-    """The model check in the target, as it ran; ``model_part`` turns it into the verdict."""
-    args = ["-m", "sdenv.runtime.check", "--mode", mode]
-    if model is not None:
-        args += ["--model", str(model.resolve())]
-    t0 = time.perf_counter()
-    rc, out, errtext = _run_target(python, args, timeout)
-    return rc, out, errtext, time.perf_counter() - t0
+class ModelCheck:
+    """The model check in the target, started before its mode is known.
+
+    It makes the tiny model (importing torch, diffusers and transformers: most of its time) while
+    the probe decides; :meth:`run` then hands it the mode on stdin (``--mode -``) and waits for
+    its result. Nothing is run twice and nothing is guessed: the probe stays the one that picks
+    the mode. ``model_part`` turns the run into the verdict.
+    """
+
+    def __init__(self, python: str, model: Path | None, *, timeout: float) -> None:
+        self.python, self.timeout = python, timeout
+        self.args = ["-m", "sdenv.runtime.check", "--mode", "-"]
+        if model is not None:
+            self.args += ["--model", str(model.resolve())]
+        self._stack = contextlib.ExitStack()
+        self._proc: subprocess.Popen[str] | None = None
+        self._error = ""
+        self._t0 = time.perf_counter()
+
+    def __enter__(self) -> ModelCheck:
+        # cwd: an empty directory, so nothing in the caller's cwd shadows a module in the target.
+        cwd = self._stack.enter_context(throwaway_dir("sdenv-verify-"))
+        try:
+            self._proc = _cleanup.spawn(
+                [self.python, *self.args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=_target_env(),
+                cwd=cwd,
+            )
+        except OSError as exc:
+            self._error = f"{self.python}: {exc.strerror or exc}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None:
+            _cleanup.release(self._proc, kill=True)
+            self._proc.wait()
+        self._stack.close()
+
+    def run(self, mode: str) -> ModelRun:
+        """Send ``mode``; the check's exit code, output and seconds since it started."""
+        proc = self._proc
+        if proc is None:
+            return None, "", self._error, 0.0
+        left = max(1.0, self.timeout - (time.perf_counter() - self._t0))
+        try:
+            out, err = proc.communicate(mode + "\n", timeout=left)
+        except subprocess.TimeoutExpired:
+            _cleanup.release(proc, kill=True)
+            out, _ = proc.communicate()
+            return None, out or "", f"timed out after {self.timeout:.0f} s", self._elapsed()
+        return proc.returncode, out, err, self._elapsed()
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self._t0
 
 
 def model_part(
@@ -375,12 +432,15 @@ def model_part(
     model: Path | None,
     *,
     timeout: float,
-    ran: ModelRun | None = None,
+    check: ModelCheck | None = None,
 ) -> Part:
-    """The model part: ``ran`` is a check already run in ``mode`` (started before the probe)."""
+    """The model part: ``check`` is the check started before the probe (else one starts now)."""
     if mode is None:
         return Part("model", "fail" if why == NO_TORCH else "skip", reasons=[why])
-    rc, out, errtext, seconds = ran or run_model_check(python, mode, model, timeout=timeout)
+    if check is None:
+        with ModelCheck(python, model, timeout=timeout) as started:
+            return model_part(python, mode, why, model, timeout=timeout, check=started)
+    rc, out, errtext, seconds = check.run(mode)
     report = last_result(out)
     if report is None:
         return Part(
@@ -460,35 +520,27 @@ def verify(
         return _guarded(name, fn, on_part)
 
     # The probe decides the model check's FP8 mode, so it runs before the model loads; drift and
-    # smoke do not depend on it and start at once (smoke is the longest part: on an H200 it sets
-    # the verdict's time).
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    # smoke do not depend on it and start at once, and so does the model check, which makes its
+    # tiny model while the probe decides and then waits for the mode (ModelCheck).
+    with (
+        ThreadPoolExecutor(max_workers=3) as pool,
+        ModelCheck(exe, model, timeout=model_timeout) as check,
+    ):
         drift_f = pool.submit(
             guarded, "drift", lambda: drift_part(target, lock, check_files=check_files)
         )
         smoke_f = pool.submit(
             guarded, "smoke", lambda: smoke_part(target, gpu=gpu, timeout=smoke_timeout)
         )
-        # Without an NVIDIA driver the probe can only find no GPU, and the model check then runs
-        # emulated wherever torch has float8: start it now instead of after the probe (on a
-        # CPU-only box the probe is a third of verify's wall time). A probe that says otherwise
-        # discards this run and the check runs again in its mode.
-        early = (
-            pool.submit(run_model_check, exe, "emulated", model, timeout=model_timeout)
-            if no_nvidia_driver()
-            else None
-        )
         probe, probe_report = probe_part(target, envs, promise)
         if on_part:
             on_part(probe)
         mode, why = model_mode(probe_report)
-        reuse = early if early is not None and mode == "emulated" else None
-
-        def model_now() -> Part:
-            ran = reuse.result() if reuse is not None else None
-            return model_part(exe, mode, why, model, timeout=model_timeout, ran=ran)
-
-        model_f = pool.submit(guarded, "model", model_now)
+        model_f = pool.submit(
+            guarded,
+            "model",
+            lambda: model_part(exe, mode, why, model, timeout=model_timeout, check=check),
+        )
         parts = [probe, drift_f.result(), smoke_f.result(), model_f.result()]
     ok, failed = verdict(parts, fail_on_skip)
     return VerifyResult(
@@ -505,12 +557,6 @@ def verify(
         fp8_promise=promise,
         advisory=probe.detail.get("advisory"),
     )
-
-
-def no_nvidia_driver(proc: Path = Path("/proc/driver/nvidia"), dev: Path = Path("/dev")) -> bool:
-    """No NVIDIA kernel driver here (no /proc/driver/nvidia, no /dev/nvidia0): no GPU can be
-    found by the probe, whatever the env holds."""
-    return not proc.exists() and not (dev / "nvidia0").exists()
 
 
 def _lock_promise(lock: Path | None, envs: Sequence[Any]) -> str | None:

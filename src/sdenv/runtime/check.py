@@ -3,12 +3,18 @@
 ``python -m sdenv.runtime.check --mode MODE [--model DIR] [--steps N]`` loads the tiny SD3.5
 model (or ``DIR``) in ``MODE``, runs a few steps and prints one result line
 (``sdenv.target.protocol``).
+
+``--mode -`` reads the mode from stdin, one line, once the tiny model is made: verify starts the
+check together with the probe, so making the model (importing torch, diffusers and transformers,
+training the tokenizers) overlaps with the probe instead of following it. An empty line or end of
+input means no run is wanted: the check exits 0 without a result.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,9 +27,17 @@ CHECK_PROMPT = "a photograph of an astronaut riding a horse"
 
 
 def model_check(
-    mode: str, model_dir: Path | None = None, *, steps: int = 2, workdir: Path | None = None
-) -> dict[str, Any]:
-    """The verify model check: load (the tiny model by default) in ``mode``, run ``steps`` steps."""
+    mode: str | Callable[[], str | None],
+    model_dir: Path | None = None,
+    *,
+    steps: int = 2,
+    workdir: Path | None = None,
+) -> dict[str, Any] | None:
+    """The verify model check: load (the tiny model by default) in ``mode``, run ``steps`` steps.
+
+    ``mode`` may be a function, asked once the model is made (``--mode -``); when it answers
+    None no run is wanted and the result is None.
+    """
     from sdenv._cleanup import throwaway_dir
     from sdenv.runtime.tinymodel import make_tiny_model
 
@@ -34,23 +48,53 @@ def model_check(
         if model_dir is None:
             model_dir = make_tiny_model(tmp / "tiny-sd3")
             made_s = time.perf_counter() - t
+        t = time.perf_counter()
+        if callable(mode):
+            _warm_device()
+        chosen = mode() if callable(mode) else mode
+        waited_s = time.perf_counter() - t
+        if chosen is None:
+            return None
         # The model's own size: a smaller one can exceed what its position embedding covers.
-        loaded = load_pipeline(model_dir, mode, probe_fn=lambda: mode)
+        loaded = load_pipeline(model_dir, chosen, probe_fn=lambda: chosen)
         result, _ = run_pipeline(loaded, CHECK_PROMPT, steps=steps, seed=0)
         result.timings["make_tiny_s"] = round(made_s, 4)
+        result.timings["mode_wait_s"] = round(waited_s, 4)  # warming the device included
         return {"ok": result.finite and result.fp8_ok(), "fp8_ok": result.fp8_ok()} | asdict(result)
+
+
+def _warm_device() -> None:
+    """While the probe has not answered yet: make the CUDA context and the cuBLAS handle, which
+    the first denoising step would pay otherwise (seconds on a fresh process). Any mode needs
+    them; a box without CUDA has nothing to warm."""
+    import torch
+
+    if torch.cuda.is_available():
+        a = torch.ones(64, 64, device="cuda", dtype=torch.bfloat16)
+        (a @ a).sum().item()
+
+
+def _mode_from_stdin() -> str | None:
+    """One line from verify: the mode the probe chose; empty (or end of input) for no run."""
+    line = sys.stdin.readline().strip()
+    if line and line not in MODES:
+        raise SdenvError(f"--mode -: got {line!r} on stdin; expected one of {', '.join(MODES)}")
+    return line or None
 
 
 def _check_main(argv: list[str]) -> int:
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m sdenv.runtime.check")
-    p.add_argument("--mode", choices=MODES, required=True)
+    p.add_argument("--mode", choices=(*MODES, "-"), required=True, help="- : read it from stdin")
     p.add_argument("--model", type=Path)
     p.add_argument("--steps", type=int, default=2)
     args = p.parse_args(argv)
+    mode: str | Callable[[], str | None] = _mode_from_stdin if args.mode == "-" else args.mode
     try:
-        report = model_check(args.mode, args.model, steps=args.steps)
+        report = model_check(mode, args.model, steps=args.steps)
+        if report is None:
+            return 0  # no run was wanted (verify found no mode to run)
     except SdenvError as exc:
         report = {"ok": False, "error": str(exc), "error_type": type(exc).__name__}
     except Exception as exc:  # the check reports any crash as data for verify
