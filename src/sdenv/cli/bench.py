@@ -50,7 +50,7 @@ def register(subparsers: Any) -> None:
         "--fp8-granularity",
         choices=("row", "tensor"),
         default="row",
-        help="fp8-native scaling: per row (default) or per tensor",
+        help="fp8-native and fp8-static weight scaling: per row (default) or per tensor",
     )
     p.add_argument(
         "--no-fast-accum",

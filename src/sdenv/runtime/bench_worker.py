@@ -190,9 +190,12 @@ def _calibrate_static(req: dict[str, Any], model: Any, device: Any) -> dict[str,
     if req.get("save_scales"):
         about = {"inputs": "random", "timesteps": list(CALIBRATION_TIMESTEPS), "seed": req["seed"]}
         fp8_static.save_scales(Path(req["save_scales"]), amax, about)
-    layers = fp8_static.apply_static(model, amax)
+    granularity = req["fp8_granularity"]
+    layers = fp8_static.apply_static(model, amax, granularity)
     return {
-        "quantizer": "sdenv.runtime.fp8_static (row-wise weights, calibrated activation scales)",
+        "quantizer": f"sdenv.runtime.fp8_static ({granularity}-wise weights, calibrated "
+        "activation scales)",
+        "granularity": granularity,
         "calibration_inputs": len(CALIBRATION_TIMESTEPS),
         "calibrate_s": round(calibrate_s, 3),
         "fp8_layers": layers,

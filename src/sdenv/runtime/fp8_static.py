@@ -10,6 +10,8 @@ fuses into the kernel producing the activation.
 Weights keep one scale per output channel (row-wise), as in the native mode; the activation's one
 scale is broadcast to the row-wise layout, so the matmul is the same row-wise FP8 GEMM
 (``torch._scaled_mm``, torch >= 2.5 on compute capability >= 8.9). torchao is not needed.
+``granularity="tensor"`` gives each weight one scale instead: with the activation's one scale that
+is the tensor-wise FP8 GEMM (cuBLASLt, no scale broadcast), at some cost in weight precision.
 
 Imports torch at module level: only code that already runs torch imports this module (the bench
 worker and generate inside the env under test), never the probe.
@@ -32,6 +34,7 @@ FORMAT = "sdenv-fp8-static/1"
 SCALES_FILE = "fp8_static_scales.safetensors"
 E4M3 = torch.float8_e4m3fn
 E4M3_MAX = float(torch.finfo(E4M3).max)  # 448
+GRANULARITIES = ("row", "tensor")  # of the weight scales
 # A layer whose calibration inputs were all zero still needs a usable (non-zero) scale.
 MIN_AMAX = 1e-4
 
@@ -47,16 +50,23 @@ class StaticFP8Linear(torch.nn.Linear):  # type: ignore[misc, unused-ignore]
     weight_scale: torch.Tensor  # buffers, registered in __init__; declared for the type checker
     input_scale: torch.Tensor
 
-    def __init__(self, linear: torch.nn.Linear, input_amax: float) -> None:
+    def __init__(self, linear: torch.nn.Linear, input_amax: float, granularity: str = "row"):
         torch.nn.Module.__init__(self)  # Linear.__init__ would allocate a second weight
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"granularity {granularity!r}: choose {' or '.join(GRANULARITIES)}")
         self.in_features = linear.in_features
         self.out_features = linear.out_features
+        self.rowwise = granularity == "row"
         w = linear.weight.detach().float()
-        w_scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / E4M3_MAX  # (out, 1)
+        if self.rowwise:
+            w_scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / E4M3_MAX  # (out, 1)
+        else:
+            w_scale = w.abs().amax().clamp(min=1e-12) / E4M3_MAX  # one scale, 0-dim
         q = (w / w_scale).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3)
         self.weight = torch.nn.Parameter(q, requires_grad=False)
         self.bias = linear.bias
-        self.register_buffer("weight_scale", w_scale.t().contiguous())  # (1, out) for _scaled_mm
+        # (1, out) for _scaled_mm's row-wise B; 0-dim for its tensor-wise form.
+        self.register_buffer("weight_scale", w_scale.t().contiguous() if self.rowwise else w_scale)
         x_scale = max(float(input_amax), MIN_AMAX) / E4M3_MAX
         self.register_buffer("input_scale", torch.tensor(x_scale, device=w.device))
         self.out_dtype = linear.weight.dtype
@@ -65,8 +75,9 @@ class StaticFP8Linear(torch.nn.Linear):  # type: ignore[misc, unused-ignore]
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         xq = (x2.float() / self.input_scale).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3)
-        # Row-wise _scaled_mm takes one scale per row of A: the one static scale, repeated.
-        scale_a = self.input_scale.expand(x2.shape[0], 1).contiguous()
+        scale_a = self.input_scale
+        if self.rowwise:  # row-wise _scaled_mm takes one scale per row of A: the one, repeated
+            scale_a = scale_a.expand(x2.shape[0], 1).contiguous()
         out = torch._scaled_mm(
             xq,
             self.weight.t(),  # (in, out), column-major: the layout _scaled_mm wants for B
@@ -81,7 +92,8 @@ class StaticFP8Linear(torch.nn.Linear):  # type: ignore[misc, unused-ignore]
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"input_scale={float(self.input_scale):.3g}"
+            f"input_scale={float(self.input_scale):.3g}, "
+            f"weight_scale={'row' if self.rowwise else 'tensor'}"
         )
 
 
@@ -153,8 +165,11 @@ def calibrate(model: torch.nn.Module, run: Callable[[], object]) -> dict[str, fl
     return {name: float(v) for name, v in amax.items()}
 
 
-def apply_static(model: torch.nn.Module, amax: Mapping[str, float]) -> int:
-    """Swap every eligible Linear for a ``StaticFP8Linear`` with its calibrated scale.
+def apply_static(
+    model: torch.nn.Module, amax: Mapping[str, float], granularity: str = "row"
+) -> int:
+    """Swap every eligible Linear for a ``StaticFP8Linear`` with its calibrated scale (weights
+    scaled per ``granularity``).
 
     Returns how many layers were swapped. A layer without a calibrated amax is an error: the
     scales belong to another model (or another version of it).
@@ -169,7 +184,7 @@ def apply_static(model: torch.nn.Module, amax: Mapping[str, float]) -> int:
     for name, linear in targets:
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, StaticFP8Linear(linear, amax[name]))
+        setattr(parent, attr, StaticFP8Linear(linear, amax[name], granularity))
     return len(targets)
 
 
