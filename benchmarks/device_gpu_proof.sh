@@ -6,7 +6,8 @@
 # wheel checked against the lock's sha256; plus DIR/tools/ with the sdenv wheel and the uv,
 # tomli-w and packaging wheels its sync needs) travels before this runs, as one tar split into
 # pieces (tar, sha256 of the tar, split -b 58000000) that earlier calls copied to /root/wh/
-# (piece.NN and SHA256), one piece per call.
+# (piece.NN and SHA256), one piece per call; PIECES=DIR names another folder than /root/wh/ (two
+# locks' pieces side by side).
 # Writes under $OUT: gpu-proof-STEM.json (scripts/gpu_proof.py) and the raw command outputs.
 # BENCH_ARGS default to --compile (every mode the probe allows); PROOF_NOT_RUN / PROOF_NOTES add a
 # line to the proof's not_run / notes (e.g. a mode left out on purpose, with the evidence why).
@@ -23,11 +24,12 @@ mkdir -p "$OUT"
 NOT_RUN=()
 
 WH=/root/wheelhouse-$STEM
-cat /root/wh/piece.* > /root/all.tar || exit 1
-want=$(cut -d' ' -f1 /root/wh/SHA256)
+PIECES=${PIECES:-/root/wh}
+cat "$PIECES"/piece.* > /root/all.tar || exit 1
+want=$(cut -d' ' -f1 "$PIECES"/SHA256)
 have=$(sha256sum /root/all.tar | cut -d' ' -f1)
 [ "$want" = "$have" ] || { echo "wheelhouse tar sha256 $have != $want: a piece is missing"; exit 1; }
-mkdir -p "$WH" && tar -C "$WH" -xf /root/all.tar && rm -f /root/all.tar
+mkdir -p "$WH" && tar -C "$WH" -xf /root/all.tar && rm -f /root/all.tar "$PIECES"/piece.*
 stamp "joined $(ls "$WH"/*.whl | wc -l) wheels, tar sha256 ok"
 
 VENV=/root/envs/$STEM

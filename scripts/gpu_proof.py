@@ -17,6 +17,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from compat_matrix import pins_sha256  # scripts/ is this script's sys.path[0]
+
 SCHEMA = 1
 
 
@@ -71,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         "schema": SCHEMA,
         "lock": args.lock.as_posix(),
         "lock_sha256": hashlib.sha256(args.lock.read_bytes()).hexdigest(),
+        "pins_sha256": pins_sha256(args.lock.read_text(encoding="utf-8")),
         "gpu": gpu_facts(),
         "verify": _load(args.verify, "verify", not_run),
         "generate": _load(args.generate, "generate", not_run),
