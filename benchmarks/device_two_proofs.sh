@@ -5,10 +5,11 @@
 #   setsid nohup bash benchmarks/device_two_proofs.sh >/root/session.log 2>&1 </dev/null &
 # Each lock's pieces arrive as for benchmarks/device_gpu_proof.sh, in /root/wh121/ and
 # /root/wh130/; the call that brings a lock's last piece touches COMPLETE there.
-#   1. the default lock's proof (bench: bf16 compiled; fp8-emulated compiled left out, see not_run);
-#   2. the cu130 lock's proof (bench: bf16, fp8-native, fp8-static compiled, profiled);
-#   3. `sdenv verify --lock` three times in each proven venv (wall time: first and warm runs);
-#   4. fp8-static with tensor-wise weight scales against bf16, profiled.
+#   1. the default lock's proof (bench: bf16 compiled; fp8-emulated compiled left out, see not_run),
+#      then `sdenv verify --lock` twice more in its venv (the proof's verify is the first run);
+#   2. the cu130 lock's proof (bench: bf16, fp8-native, fp8-static compiled, profiled), then
+#      verify three times more;
+#   3. fp8-static with tensor-wise weight scales against bf16, profiled.
 # Everything lands in /root/out/; /root/out/DONE marks the end.
 set -u
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -19,6 +20,19 @@ wait_for() { until [ -e "$1" ]; do sleep 2; done; }
 L121=lockfiles/sd35-fp8-cu121-py3.12-linux_x86_64.txt
 L130=lockfiles/sd35-fp8-cu130-py3.12-linux_x86_64.txt
 
+verify_runs() {  # LOCK N: N timed `sdenv verify --lock` runs in the venv proven from LOCK
+  local stem i t0 rc
+  stem=$(basename "$1" .txt)
+  for i in $(seq 1 "$2"); do
+    t0=$(date +%s.%N)
+    (cd /tmp && timeout 200 "/root/envs/$stem/bin/sdenv" verify --lock "/root/repo/$1" \
+      --envs-dir /root/repo/envs --json >"$O/verify-$stem-$i.json" 2>"$O/verify-$stem-$i.err")
+    rc=$?
+    echo "$stem verify $i: exit $rc, $(python3 -c "print(round($(date +%s.%N) - $t0, 2))") s wall" \
+      >>"$O/verify-times.txt"
+  done
+}
+
 wait_for /root/wh121/COMPLETE
 PIECES=/root/wh121 OUT=$O/p121 BUDGET=500 PROOF_NOT_RUN="bench fp8-emulated --compile: left out; \
 on this lock's torch 2.4.1 dynamo recompiles once per layer through diffusers' casting hooks and \
@@ -26,24 +40,14 @@ hits cache_size_limit (did not finish in 5 min on an H200 box, docs/evidence.md#
 fp8-native: this env promises emulated (torch 2.4 has no native FP8 backend)" \
   bash benchmarks/device_gpu_proof.sh "$L121" --compile --modes bf16 >"$O/p121.log" 2>&1
 echo "proof 1 exit $?" >>"$O/progress"
+verify_runs "$L121" 2
 
 wait_for /root/wh130/COMPLETE
 PIECES=/root/wh130 OUT=$O/p130 BUDGET=700 \
   bash benchmarks/device_gpu_proof.sh "$L130" --compile --modes bf16,fp8-native,fp8-static \
   --profile >"$O/p130.log" 2>&1
 echo "proof 2 exit $?" >>"$O/progress"
-
-for lock in "$L130" "$L121"; do
-  stem=$(basename "$lock" .txt)
-  for i in 1 2 3; do
-    t0=$(date +%s.%N)
-    (cd /tmp && timeout 200 "/root/envs/$stem/bin/sdenv" verify --lock "/root/repo/$lock" \
-      --envs-dir /root/repo/envs --json >"$O/verify-$stem-$i.json" 2>"$O/verify-$stem-$i.err")
-    rc=$?
-    echo "$stem verify $i: exit $rc, $(python3 -c "print(round($(date +%s.%N) - $t0, 2))") s wall" \
-      >>"$O/verify-times.txt"
-  done
-done
+verify_runs "$L130" 3
 echo "verify runs done" >>"$O/progress"
 
 V=/root/envs/$(basename "$L130" .txt)/bin
