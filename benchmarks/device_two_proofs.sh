@@ -10,10 +10,11 @@
 #   2. the cu130 lock's proof (bench: bf16, fp8-native, fp8-static compiled, profiled), then
 #      verify three times more;
 #   3. fp8-static with tensor-wise weight scales against bf16, profiled.
-# Everything lands in /root/out/; /root/out/DONE marks the end.
+# Everything lands in /root/results/ (not the call's output folder: each call empties that one);
+# /root/results/DONE marks the end, and a later call copies the folder out.
 set -u
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-O=/root/out
+O=/root/results
 mkdir -p "$O"
 rm -rf /root/repo && cp -a "$PWD" /root/repo && cd /root/repo || exit 1
 wait_for() { until [ -e "$1" ]; do sleep 2; done; }

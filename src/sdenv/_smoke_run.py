@@ -1,16 +1,17 @@
 """How ``sdenv smoke`` runs its checks in the target interpreter: processes, groups, a schedule.
 
-Checks of a third-party C++ extension (xformers, torchao) run one per process, as they always did.
-The others share a process per group, which reports each check's result as it finishes: the
-imports and tiny CPU computations by torch itself in one (``imports``), the checks that launch
-CUDA kernels in another (``gpu``), so the two run side by side. A torch import costs seconds and a
-CUDA context one more; paying each once instead of once per check is most of the smoke's time.
+Checks share a process per group, which reports each check's result as it finishes: the imports
+and tiny CPU computations by torch itself in one (``imports``), the checks that launch CUDA
+kernels in another (``gpu``), and each third-party C++ extension's checks (xformers, torchao) in
+one of their own, apart from the rest. The groups run side by side. A torch import costs seconds
+and a CUDA context one more; paying each once per group instead of once per check is most of the
+smoke's time.
 
-A crash or a hang is plausible in a CUDA kernel, so nothing a group cannot answer for sure is
-taken from it: a check that failed in a group is asked again of a process of its own (its error
-text and log then are exactly those of a lone run), and so is every check left without a result
-when the group died or hung (a segfault, a sticky CUDA error that fails every later check). So a
-broken env is classified as if every check ran alone; only passes come from a group.
+A crash or a hang is plausible in a CUDA kernel or an extension, so nothing a group cannot answer
+for sure is taken from it: a check that failed in a group is asked again of a process of its own
+(its error text and log then are exactly those of a lone run), and so is every check left without
+a result when the group died or hung (a segfault, a sticky CUDA error that fails every later
+check). So a broken env is classified as if every check ran alone; only passes come from a group.
 """
 
 from __future__ import annotations
@@ -313,8 +314,8 @@ def _ready(pending: dict[str, Node], outcome: Mapping[str, Raw]) -> list[tuple[s
 
 
 def _group(spec: CheckSpec, use_gpu: bool) -> str | None:
-    if spec.alone:
-        return None
+    if spec.extension:
+        return spec.extension
     return "gpu" if use_gpu and (spec.gpu_only or spec.gpu_kernels) else "imports"
 
 
@@ -328,8 +329,8 @@ def run_checks(
     workers: int | None,
     on_result: Callable[[str, Raw], None],
 ) -> None:
-    """Checks run as their prerequisites pass; all but the C++ extension checks share a process
-    per group: ``imports``, and ``gpu`` for the checks that launch CUDA kernels."""
+    """Checks run as their prerequisites pass, sharing a process per group: ``imports``, ``gpu``
+    for the checks that launch CUDA kernels, and one per C++ extension."""
     names = {spec.name for spec in selected}
     skipped = "GPU checks off (--no-gpu)" if gpu_flag is False else "no NVIDIA GPU (no driver)"
     done = {

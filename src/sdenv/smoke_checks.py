@@ -63,8 +63,9 @@ class CheckSpec:
     needs: tuple[str, ...] = ()
     gpu_only: bool = False
     needs_on_gpu: tuple[str, ...] = ()  # extra prerequisites when the GPU is used
-    # Run in a process of its own: a third-party C++ extension is loaded.
-    alone: bool = False
+    # A third-party C++ extension is loaded: the check runs apart from the others, sharing a
+    # process only with the checks of the same extension (its name here).
+    extension: str | None = None
     # It launches CUDA kernels when the GPU is used: it shares the ``gpu`` group's process then
     # (gpu_only checks always do), not the imports' (``sdenv._smoke_run``).
     gpu_kernels: bool = False
@@ -73,7 +74,9 @@ class CheckSpec:
 CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("torch", "torch imports and computes; CUDA build", "torch"),
     CheckSpec("cuda", "CUDA kernel launch (arch, driver)", "torch", ("torch",), gpu_only=True),
-    CheckSpec("xformers", "xformers C++ extension loaded", "xformers", ("torch",), alone=True),
+    CheckSpec(
+        "xformers", "xformers C++ extension loaded", "xformers", ("torch",), extension="xformers"
+    ),
     CheckSpec("diffusers", "diffusers SD3 classes import", "diffusers", ("torch",)),
     CheckSpec("transformers", "transformers torch backend on", "transformers", ("torch",)),
     CheckSpec("accelerate", "accelerate init_empty_weights", "accelerate", ("torch",)),
@@ -94,7 +97,7 @@ CHECKS: tuple[CheckSpec, ...] = (
         "torchao imports, FP8 config builds",
         "torchao",
         ("fp8-dtypes",),
-        alone=True,  # torchao loads its C++ ops at import
+        extension="torchao",  # torchao loads its C++ ops at import
     ),
     CheckSpec(
         "scaled-mm", "torch._scaled_mm FP8 GEMM", "torch", ("cuda", "fp8-dtypes"), gpu_only=True
@@ -105,7 +108,7 @@ CHECKS: tuple[CheckSpec, ...] = (
         "xformers",
         ("cuda", "xformers"),
         gpu_only=True,
-        alone=True,  # xformers' C++ extension
+        extension="xformers",
     ),
     CheckSpec(
         "sd3-forward",
