@@ -276,7 +276,12 @@ def test_recorded_h200_reports_are_consistent(repo: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["h200-large-compiled-static.json", "h200-large-compiled-native-2.json"]
+    "name",
+    [
+        "h200-large-compiled-static.json",
+        "h200-large-compiled-native-2.json",
+        "h200-cu130-large-compiled-static-tensor.json",
+    ],
 )
 def test_recorded_static_run_is_consistent(repo: Path, name: str) -> None:
     """The fp8-static H200 reports: medians, ratios and recommendation follow from the timings."""

@@ -45,6 +45,10 @@ def test_sync_makes_the_lock_exactly_then_a_resync_is_a_noop(locked: Path, tmp_p
     assert first.status == core.SyncStatus.CREATED
     assert first.drift.ok and first.drift.checked_files > 0  # files hashed against RECORD
     assert installed(venv) == read_lockfile(locked).versions()  # nothing else, not even pip
+    # Bytecode compiled at install (before anything imported it): a box that sets
+    # PYTHONDONTWRITEBYTECODE would otherwise compile the whole stack again at every start.
+    (site,) = venv.glob("lib/python3.*/site-packages")
+    assert list(site.glob("torch/__pycache__/__init__.cpython-*.pyc"))
     proc = subprocess.run(
         [str(first.python), "-c", "import xformers, torch; print(torch.__version__)"],
         capture_output=True,

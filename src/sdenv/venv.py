@@ -145,8 +145,9 @@ def sync_lock(
             *("pip", "sync", "--quiet", "--python", str(python), *source),
             *("--require-hashes", "--only-binary", ":all:", str(lockfile)),
             # Bytecode now, as pip does: uv does not by default, and where the box or image sets
-            # PYTHONDONTWRITEBYTECODE every start compiles torch, transformers and diffusers again
-            # (on an H200 box: 14-16 s to import diffusers' SD3 pipeline; docs/evidence.md).
+            # PYTHONDONTWRITEBYTECODE every start compiles torch, transformers and diffusers
+            # again (an H200 box: 14-16 s to import diffusers' SD3 pipeline; see
+            # docs/evidence.md#E-bytecode).
             "--compile-bytecode",
         ]
     )
