@@ -281,6 +281,7 @@ def test_recorded_h200_reports_are_consistent(repo: Path, name: str) -> None:
         "h200-large-compiled-static.json",
         "h200-large-compiled-native-2.json",
         "h200-cu130-large-compiled-static-tensor.json",
+        "h200-large-compiled-static-shared.json",
     ],
 )
 def test_recorded_static_run_is_consistent(repo: Path, name: str) -> None:

@@ -3,6 +3,8 @@ torch has an FP8 matmul on the CPU (torch 2.14 does; the default lock's 2.4 does
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 pytestmark = pytest.mark.runtime
@@ -33,3 +35,42 @@ def test_static_linear_rejects_an_unknown_granularity() -> None:
 
     with pytest.raises(ValueError, match="granularity 'block': choose row or tensor"):
         StaticFP8Linear(torch.nn.Linear(16, 16), 1.0, "block")
+
+
+def test_input_groups_are_chains_of_layers_on_one_input() -> None:
+    from sdenv.runtime.fp8_static import input_groups
+
+    shares = {"a.q": None, "a.k": "a.q", "a.v": "a.k", "a.out": None, "b.q": None, "b.k": "b.q"}
+    assert input_groups(shares) == [["a.q", "a.k", "a.v"], ["b.q", "b.k"]]
+    assert input_groups({"x": None, "y": None}) == []
+
+
+class _Attention(torch.nn.Module):
+    """q, k and v read one input; out reads another, as in diffusers' attention processors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v = (torch.nn.Linear(32, 32) for _ in range(3))
+        self.out = torch.nn.Linear(32, 32)
+
+    def forward(self, x: Any) -> Any:
+        return self.out(self.q(x) * self.k(x) + self.v(x))
+
+
+def test_layers_reading_one_input_get_one_shared_scale() -> None:
+    """Calibration finds q/k/v reading the same tensor and gives them its largest amax; the swap
+    hands them one scale tensor (the compiler can then quantize that input once)."""
+    from sdenv.runtime.fp8_static import StaticFP8Linear, apply_static, calibrate
+
+    torch.manual_seed(0)
+    model = _Attention()
+    with torch.no_grad():
+        model.k.weight.mul_(3.0)  # out's input differs per layer; q/k/v share theirs
+    amax = calibrate(model, lambda: [model(torch.randn(4, 32) * s) for s in (1.0, 2.0)])
+    assert amax["q"] == amax["k"] == amax["v"]
+    assert amax["out"] != amax["q"]
+    apply_static(model, amax)
+    layers = [model.q, model.k, model.v, model.out]
+    assert all(isinstance(m, StaticFP8Linear) for m in layers)
+    assert model.q.input_scale is model.k.input_scale is model.v.input_scale
+    assert model.out.input_scale is not model.q.input_scale

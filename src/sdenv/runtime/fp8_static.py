@@ -10,7 +10,8 @@ fuses into the kernel producing the activation.
 Weights keep one scale per output channel (row-wise), as in the native mode; the activation's one
 scale is broadcast to the row-wise layout, so the matmul is the same row-wise FP8 GEMM
 (``torch._scaled_mm``, torch >= 2.5 on compute capability >= 8.9). torchao is not needed.
-``granularity="tensor"`` gives each weight one scale instead: with the activation's one scale that
+Layers that always read the same input (q, k and v) share one calibrated scale, so the compiled
+graph quantizes that input once. ``granularity="tensor"`` gives each weight one scale instead: with the activation's one scale that
 is the tensor-wise FP8 GEMM (cuBLASLt, no scale broadcast), at some cost in weight precision.
 
 Imports torch at module level: only code that already runs torch imports this module (the bench
@@ -133,28 +134,62 @@ def recording_amax(model: torch.nn.Module) -> Iterator[dict[str, torch.Tensor]]:
 
     Kept as tensors on the layer's device: a ``float()`` per call would sync the GPU per layer.
     """
+    with _recording(model) as (amax, _):
+        yield amax
+
+
+@contextmanager
+def _recording(
+    model: torch.nn.Module,
+) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, str | None]]]:
+    """amax per layer, and per layer the layer called just before it on the very same input
+    tensor (``None`` once any call saw a different input): q, k and v of one attention."""
     amax: dict[str, torch.Tensor] = {}
+    shares: dict[str, str | None] = {}
+    last: list[Any] = [None, None]  # the previous call's (layer name, input); one tensor alive
     handles = []
 
     def hook(name: str) -> Callable[[Any, tuple[torch.Tensor, ...]], None]:
         def record(_mod: Any, args: tuple[torch.Tensor, ...]) -> None:
             seen = args[0].detach().abs().amax().float()
             amax[name] = torch.maximum(amax[name], seen) if name in amax else seen
+            prev = last[0] if args[0] is last[1] else None
+            shares[name] = prev if shares.get(name, prev) == prev else None
+            last[:] = [name, args[0]]
 
         return record
 
     for name, mod in eligible(model):
         handles.append(mod.register_forward_pre_hook(hook(name)))
     try:
-        yield amax
+        yield amax, shares
     finally:
+        last[:] = [None, None]
         for h in handles:
             h.remove()
 
 
+def input_groups(shares: Mapping[str, str | None]) -> list[list[str]]:
+    """Pure: chains of layers that always read one input tensor (``shares`` from calibration),
+    each of two or more layers, in call order."""
+    groups: dict[str, list[str]] = {}
+    for name, prev in shares.items():
+        head = next((h for h, members in groups.items() if prev in members), None)
+        if prev is not None and head is not None:
+            groups[head].append(name)
+        else:
+            groups[name] = [name]
+    return [members for members in groups.values() if len(members) > 1]
+
+
 def calibrate(model: torch.nn.Module, run: Callable[[], object]) -> dict[str, float]:
-    """Run ``run`` (a few forward passes of ``model`` in bf16) and return each layer's amax."""
-    with torch.no_grad(), recording_amax(model) as amax:
+    """Run ``run`` (a few forward passes of ``model`` in bf16) and return each layer's amax.
+
+    Layers that always read the same input (q, k and v) get the largest amax of their group:
+    one scale, so their input is quantized once (``apply_static`` shares the scale tensor and
+    the compiler then computes the identical quantization once).
+    """
+    with torch.no_grad(), _recording(model) as (amax, shares):
         run()
     missing = [name for name, _ in eligible(model) if name not in amax]
     if missing:
@@ -162,14 +197,19 @@ def calibrate(model: torch.nn.Module, run: Callable[[], object]) -> dict[str, fl
         raise ValueError(
             f"calibration did not reach {len(missing)} FP8 layers (first: {missing[0]})"
         )
-    return {name: float(v) for name, v in amax.items()}
+    found = {name: float(v) for name, v in amax.items()}
+    for group in input_groups(shares):
+        top = max(found[name] for name in group)
+        found.update(dict.fromkeys(group, top))
+    return found
 
 
 def apply_static(
     model: torch.nn.Module, amax: Mapping[str, float], granularity: str = "row"
 ) -> int:
     """Swap every eligible Linear for a ``StaticFP8Linear`` with its calibrated scale (weights
-    scaled per ``granularity``).
+    scaled per ``granularity``). Layers with the same amax share one scale tensor (the same
+    value either way; for layers reading one input it lets the compiler quantize it once).
 
     Returns how many layers were swapped. A layer without a calibrated amax is an error: the
     scales belong to another model (or another version of it).
@@ -181,10 +221,14 @@ def apply_static(
             f"no calibrated scale for {len(unknown)} of {len(targets)} FP8 layers "
             f"(first: {unknown[0]}): the scales were made for another model; recalibrate"
         )
+    shared: dict[tuple[float, torch.device], torch.Tensor] = {}
     for name, linear in targets:
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, StaticFP8Linear(linear, amax[name], granularity))
+        fp8 = StaticFP8Linear(linear, amax[name], granularity)
+        key = (amax[name], fp8.input_scale.device)
+        fp8.input_scale = shared.setdefault(key, fp8.input_scale)
+        setattr(parent, attr, fp8)
     return len(targets)
 
 
