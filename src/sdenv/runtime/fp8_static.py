@@ -11,8 +11,9 @@ Weights keep one scale per output channel (row-wise), as in the native mode; the
 scale is broadcast to the row-wise layout, so the matmul is the same row-wise FP8 GEMM
 (``torch._scaled_mm``, torch >= 2.5 on compute capability >= 8.9). torchao is not needed.
 Layers that always read the same input (q, k and v) share one calibrated scale, so the compiled
-graph quantizes that input once. ``granularity="tensor"`` gives each weight one scale instead: with the activation's one scale that
-is the tensor-wise FP8 GEMM (cuBLASLt, no scale broadcast), at some cost in weight precision.
+graph quantizes that input once. ``granularity="tensor"`` gives each weight one scale instead:
+with the activation's one scale that is the tensor-wise FP8 GEMM (cuBLASLt, no scale broadcast),
+at some cost in weight precision.
 
 Imports torch at module level: only code that already runs torch imports this module (the bench
 worker and generate inside the env under test), never the probe.
