@@ -44,6 +44,7 @@ class Node:
     proc: subprocess.Popen[bytes] | None = None
     node_id: str = ""
     marker: str = ""
+    ip: str = "127.0.0.1"
 
     @property
     def resource(self) -> str:
@@ -61,8 +62,16 @@ class Cluster:
 
     def kill(self, name: str) -> None:
         """SIGKILL every process of the node, as when its machine dies: `ray start`, raylet,
-        workers (Ray may give them their own process groups) and what they started."""
+        workers (Ray may give them their own process groups) and what they started.
+
+        Never the last node started: a driver on this machine (``sdenv fleet verify``) attaches
+        to the raylet whose address the last ``ray start`` cached in the shared session dir
+        (``node_ip_address.json``), and killing that raylet loses every node's results, not one
+        (measured: with one shared address the driver's raylet was any node, and killing it
+        failed the other nodes' rows as "worker died" in 5 of 9 runs)."""
         node = self.node(name)
+        if node is self.nodes[-1]:
+            raise ValueError(f"node {name} hosts the driver's raylet (started last): kill another")
         for pid in marked_pids(node.marker):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -150,7 +159,8 @@ def _start(node: Node, where: list[str], log: Path, deadline: float) -> None:
     agents (a fixed 15 s wait for their port files) and `ray start` exits: then start it again."""
     common = ["--block", "--num-cpus=1", f"--object-store-memory={OBJECT_STORE}"]
     common += [f'--resources={{"{node.resource}": 1}}', "--disable-usage-stats"]
-    common += ["--node-ip-address=127.0.0.1"]
+    # One loopback address per node (the head 127.0.0.1, then .2, .3): see ``Cluster.kill``.
+    common += [f"--node-ip-address={node.ip}"]
     for _attempt in range(START_ATTEMPTS):
         with log.open("wb") as fh:
             node.proc = subprocess.Popen(
@@ -181,8 +191,9 @@ def local_cluster(nodes: list[Node]) -> Iterator[Cluster]:
     port = free_port()
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
-    for node in nodes:
+    for i, node in enumerate(nodes):
         node.marker = f"{temp_dir.name}-{node.name}"
+        node.ip = f"127.0.0.{i + 1}"
     try:
         for i, node in enumerate(nodes):
             head = ["--head", f"--port={port}", f"--temp-dir={temp_dir}"]

@@ -142,7 +142,8 @@ def test_a_hung_node_times_out_and_a_killed_node_fails_and_the_command_ends(
     venvs: dict[str, Path],
 ) -> None:
     hung = {VENV_VAR: str(venvs["hung"])}
-    nodes = [Node("a", {VENV_VAR: str(venvs["swapped"])}), Node("b", hung), Node("c", hung)]
+    # c (killed) before b: the last node started hosts the driver's raylet (Cluster.kill).
+    nodes = [Node("a", {VENV_VAR: str(venvs["swapped"])}), Node("c", hung), Node("b", hung)]
     with local_cluster(nodes) as cluster:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, env.get("PYTHONPATH")]))
