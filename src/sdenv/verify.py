@@ -425,21 +425,11 @@ class ModelCheck:
         return time.perf_counter() - self._t0
 
 
-def model_part(
-    python: str,
-    mode: str | None,
-    why: str,
-    model: Path | None,
-    *,
-    timeout: float,
-    check: ModelCheck | None = None,
-) -> Part:
-    """The model part: ``check`` is the check started before the probe (else one starts now)."""
+def model_part(mode: str | None, why: str, model: Path | None, check: ModelCheck) -> Part:
+    """The model part: ``check`` was started with the probe and now gets ``mode`` (when there is
+    one to run)."""
     if mode is None:
         return Part("model", "fail" if why == NO_TORCH else "skip", reasons=[why])
-    if check is None:
-        with ModelCheck(python, model, timeout=timeout) as started:
-            return model_part(python, mode, why, model, timeout=timeout, check=started)
     rc, out, errtext, seconds = check.run(mode)
     report = last_result(out)
     if report is None:
@@ -539,7 +529,7 @@ def verify(
         model_f = pool.submit(
             guarded,
             "model",
-            lambda: model_part(exe, mode, why, model, timeout=model_timeout, check=check),
+            lambda: model_part(mode, why, model, check),
         )
         parts = [probe, drift_f.result(), smoke_f.result(), model_f.result()]
     ok, failed = verdict(parts, fail_on_skip)

@@ -130,21 +130,13 @@ def eligible(model: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Linear]]:
 
 
 @contextmanager
-def recording_amax(model: torch.nn.Module) -> Iterator[dict[str, torch.Tensor]]:
-    """While active, every eligible Linear's largest |input| is kept in the yielded dict.
-
-    Kept as tensors on the layer's device: a ``float()`` per call would sync the GPU per layer.
-    """
-    with _recording(model) as (amax, _):
-        yield amax
-
-
-@contextmanager
-def _recording(
+def recording_inputs(
     model: torch.nn.Module,
 ) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, str | None]]]:
-    """amax per layer, and per layer the layer called just before it on the very same input
-    tensor (``None`` once any call saw a different input): q, k and v of one attention."""
+    """While active: every eligible Linear's largest |input| (kept as tensors on the layer's
+    device: a ``float()`` per call would sync the GPU per layer), and per layer the layer called
+    just before it on the very same input tensor (``None`` once any call saw a different input):
+    q, k and v of one attention."""
     amax: dict[str, torch.Tensor] = {}
     shares: dict[str, str | None] = {}
     last: list[Any] = [None, None]  # the previous call's (layer name, input); one tensor alive
@@ -173,13 +165,11 @@ def _recording(
 def input_groups(shares: Mapping[str, str | None]) -> list[list[str]]:
     """Pure: chains of layers that always read one input tensor (``shares`` from calibration),
     each of two or more layers, in call order."""
+    head: dict[str, str] = {}  # layer -> the first layer of its chain (itself when alone)
     groups: dict[str, list[str]] = {}
     for name, prev in shares.items():
-        head = next((h for h, members in groups.items() if prev in members), None)
-        if prev is not None and head is not None:
-            groups[head].append(name)
-        else:
-            groups[name] = [name]
+        head[name] = head.get(prev, name) if prev is not None else name
+        groups.setdefault(head[name], []).append(name)
     return [members for members in groups.values() if len(members) > 1]
 
 
@@ -190,7 +180,7 @@ def calibrate(model: torch.nn.Module, run: Callable[[], object]) -> dict[str, fl
     one scale, so their input is quantized once (``apply_static`` shares the scale tensor and
     the compiler then computes the identical quantization once).
     """
-    with torch.no_grad(), _recording(model) as (amax, shares):
+    with torch.no_grad(), recording_inputs(model) as (amax, shares):
         run()
     missing = [name for name, _ in eligible(model) if name not in amax]
     if missing:
