@@ -135,6 +135,62 @@ def test_inventory_without_hashing_is_versions_only(tmp_path: Path, wheels: Path
     assert all(d.files == 0 and not d.modified for d in inv.dists)
 
 
+def test_files_unchanged_since_they_matched_are_not_hashed_again_and_a_change_is(
+    tmp_path: Path, wheels: Path
+) -> None:
+    """The venv's record of checked files: the next check hashes only what changed (inode, size,
+    mtime or ctime); an edit that keeps size and mtime still changes the ctime and is caught;
+    --rehash and an unreadable record hash everything."""
+    import os
+    import time
+
+    from sdenv.target.inventory import CACHE_NAME, RACY_NS
+
+    py = _venv(tmp_path / "v", wheels, f"{DEMO}==1.0")
+    lock = read_lockfile(_lock(tmp_path, wheels, **{DEMO: "1.0"}))
+    time.sleep(RACY_NS / 1e9 + 0.2)  # files written just before a check are not recorded
+    first = check_drift(lock, py)
+    assert first.ok and first.unchanged_files == 0
+    assert (tmp_path / "v" / CACHE_NAME).is_file()
+    again = check_drift(lock, py)
+    assert again.ok and again.unchanged_files == again.checked_files == first.checked_files
+
+    data = _site_file(py, "drift_demo/data.txt")
+    st = data.stat()
+    body = data.read_bytes()
+    data.write_bytes(b"X" + body[1:])  # same size
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime: only ctime tells
+    tampered = check_drift(lock, py)
+    assert [f.modified for f in tampered.files] == [("drift_demo/data.txt",)]
+    assert tampered.unchanged_files == first.checked_files - 1
+
+    assert check_drift(lock, py, rehash=True).unchanged_files == 0
+    (tmp_path / "v" / CACHE_NAME).write_text("{not json")
+    broken = check_drift(lock, py)
+    assert broken.unchanged_files == 0 and not broken.ok
+
+
+def test_a_file_changed_just_before_its_check_is_not_recorded(tmp_path: Path) -> None:
+    """git's racy entries: a second edit in the same timestamp tick would not show in the file's
+    times, so a file whose ctime is within RACY_NS of the check is hashed again next time."""
+    import base64
+
+    from sdenv.target.inventory import RACY_NS, _check
+
+    f = tmp_path / "f.txt"
+    f.write_text("payload\n")
+    want = base64.urlsafe_b64encode(hashlib.sha256(f.read_bytes()).digest()).rstrip(b"=").decode()
+    job = ({}, "f.txt", str(f), "sha256", want)
+    ctime = f.stat().st_ctime_ns
+    _, got, keep, hashed = _check(job, {}, ctime + RACY_NS // 2)
+    assert got == want and hashed and keep is None
+    _, got, keep, hashed = _check(job, {}, ctime + RACY_NS + 1)
+    assert got == want and hashed and keep is not None
+    # Recorded: the next check takes it from the record, without hashing.
+    _, got, _, hashed = _check(job, {str(f): keep}, ctime + RACY_NS + 1)
+    assert got == want and not hashed
+
+
 def test_bad_interpreter_is_one_line_error(tmp_path: Path) -> None:
     from sdenv.drift import DriftError
 

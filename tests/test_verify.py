@@ -69,6 +69,8 @@ def test_verify_small_venv_reports_every_reason(tmp_path: Path, wheels: Path) ->
     assert parts["smoke"].status == "fail" and "torch" in parts["smoke"].summary
     assert parts["model"].status == "fail" and parts["model"].summary == NO_TORCH
     assert not result.ok and result.verdict == "fail"
+    # One process gave the probe's facts and would have run the model: one torch import.
+    assert parts["probe"].detail["collected_in"] == "the model check's process"
 
     # Tamper with a file: drift now fails too, naming package and file.
     init = _site_file(py, "drift_demo/__init__.py")
@@ -144,3 +146,28 @@ def test_verify_table_and_python_mismatch(
     ]
     assert "verdict: fail" in text
     assert "drift: lock is for Python 3.9, this interpreter is 3." in text
+
+
+def test_the_probe_runs_alone_when_the_model_checks_process_gives_no_facts(
+    tmp_path: Path,
+    wheels: Path,  # noqa: F811
+) -> None:
+    """The probe's facts come from the model check's process; when that process dies before
+    writing them (here the interpreter refuses to run the check module), verify runs the probe
+    alone, which answers as it always did: its facts (no torch in this venv) decide the model
+    part."""
+    py = _venv(tmp_path / "v", wheels, f"{DEMO}==1.0")
+    lock = _lock(tmp_path, wheels, **{DEMO: "1.0"})
+    wrapper = tmp_path / "python"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'if [ "$2" = sdenv.runtime.check ]; then echo "check refused" >&2; exit 3; fi\n'
+        f'exec {py} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    result = verify(python=wrapper, lock=lock)
+    parts = {p.name: p for p in result.parts}
+    assert parts["probe"].status != "fail", parts["probe"].reasons
+    assert parts["probe"].detail["collected_in"] == "a process of its own"
+    assert parts["drift"].status == "pass", parts["drift"].reasons
+    assert parts["model"].status == "fail" and parts["model"].summary == NO_TORCH

@@ -56,6 +56,7 @@ class Inventory:
     python_version: str
     dists: tuple[InstalledDist, ...]
     seconds: float = 0.0
+    unchanged_files: int = 0  # matched when last checked and unchanged since: not hashed again
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class DriftReport:
     no_record: tuple[str, ...] = ()  # pinned and installed, but without a RECORD: unchecked
     ignored: tuple[str, ...] = field(default=())
     seconds: float = 0.0
+    unchanged_files: int = 0  # of checked_files: unchanged since they last matched, not hashed
 
     @property
     def ok(self) -> bool:
@@ -161,6 +163,7 @@ def compare(
         no_record=no_record,
         ignored=tuple(sorted(n for n in installed if n in ignore_set and n not in wanted)),
         seconds=inventory.seconds,
+        unchanged_files=inventory.unchanged_files,
     )
 
 
@@ -170,18 +173,21 @@ def take_inventory(
     check_files: bool = True,
     timeout: float = 300.0,
     isolated: bool = False,
+    rehash: bool = False,
 ) -> Inventory:
     """Distributions importable by ``python`` (default: this one), files hashed against RECORD.
 
     Not isolated by default: PYTHONPATH and user site are part of what the target imports when
     verify runs it. ``isolated`` (``-I``) sees the interpreter's own environment alone: what a
-    venv just built holds, whatever the caller's PYTHONPATH.
+    venv just built holds, whatever the caller's PYTHONPATH. A venv's files unchanged since they
+    last matched (``sdenv.target.inventory``) are not hashed again unless ``rehash``.
     """
     exe = _target.interpreter_path(python) if python else sys.executable
     t0 = time.perf_counter()
     with throwaway_dir("sdenv-drift-") as tmp:
         root = _target.stage(tmp)
-        cmd = _target.command(exe, root, "inventory", [str(int(check_files))], isolated=isolated)
+        args = [str(int(check_files)), "rehash" if rehash else "cache"]
+        cmd = _target.command(exe, root, "inventory", args, isolated=isolated)
         try:
             proc = _cleanup.run(
                 cmd,
@@ -212,7 +218,9 @@ def take_inventory(
         )
         for d in data["dists"]
     )
-    return Inventory(data["python"], data["version"], dists, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    unchanged = int(data.get("unchanged_files", 0))
+    return Inventory(data["python"], data["version"], dists, seconds, unchanged)
 
 
 def check_drift(
@@ -222,8 +230,9 @@ def check_drift(
     check_files: bool = True,
     ignore: Sequence[str] = tuple(DEFAULT_IGNORE),
     isolated: bool = False,
+    rehash: bool = False,
 ) -> DriftReport:
-    inventory = take_inventory(python, check_files=check_files, isolated=isolated)
+    inventory = take_inventory(python, check_files=check_files, isolated=isolated, rehash=rehash)
     return compare(
         lock.versions(),
         inventory,

@@ -8,11 +8,11 @@ Four parts, in this order, each pass / fail / skip with its reasons:
    the deployment loader (``sdenv.runtime.generate``) in the FP8 mode the probe chose, two steps
    run: finite image, FP8 storage where the mode says so, timings.
 
-Parts 2-4 are subprocesses of the target interpreter and run concurrently from the start; the
-model check makes its tiny model while the probe runs and loads it once the probe has chosen the
-mode. Exit 0 only when every
-required part passes; a part skipped for a reason (no GPU, no lock) is shown as skipped and fails
-the verdict only with ``fail_on_skip``.
+Every part runs in the target interpreter, and all start at once. The probe's facts come from the
+model check's own process, collected before it makes its tiny model (one torch import, not two);
+the model loads once the probe has chosen the mode. When that process cannot give them, the probe
+runs alone. Exit 0 only when every required part passes; a part skipped for a reason (no GPU, no
+lock) is shown as skipped and fails the verdict only with ``fail_on_skip``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import platform
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +38,7 @@ from sdenv._target import child_env, interpreter_path
 from sdenv.errors import SdenvError, UsageError
 from sdenv.lock.lockfile import DEFAULT_LOCK_DIR
 from sdenv.status import Outcome
-from sdenv.target.protocol import last_result
+from sdenv.target.protocol import last_result, parse_line
 
 # For Python 3.11 this is lockfiles/sd35-fp8-cu121-py3.11-linux_x86_64.txt.
 DEFAULT_LOCK_PATTERN = "lockfiles/sd35-fp8-cu121-py{python}-linux_x86_64.txt"
@@ -179,28 +180,47 @@ def fp8_promise(promise: str | None, report: dict[str, Any]) -> tuple[bool, str 
     return True, report.get("fp8_advisory")
 
 
+PROBE_TIMEOUT = 120.0
+# The probe's facts from the model check's process (None: none came, run the probe alone; a str:
+# why it could not answer), and the seconds it took.
+Collected = tuple[dict[str, Any] | str | None, float]
+
+
 def probe_part(
-    python: str | None, envs: Sequence[Any] = (), promise: str | None = None
+    python: str | None,
+    envs: Sequence[Any] = (),
+    promise: str | None = None,
+    collected: Collected = (None, 0.0),
 ) -> tuple[Part, dict[str, Any]]:
+    """The probe's verdict. ``collected``: the facts the model check's process wrote before making
+    its model, and its seconds until then; without them the probe runs alone (in ``python``, or
+    in this process), so a probe that cannot answer fails exactly as a lone probe does."""
     from sdenv.gpu.decide import decide
     from sdenv.gpu.facts import MachineFacts
     from sdenv.gpu.probe import collect_facts
 
     t0 = time.perf_counter()
-    if python is None:
+    loaded, seconds_before = collected
+    if isinstance(loaded, str):
+        return Part("probe", "fail", reasons=[f"probe failed in {python}: {loaded}"]), {}
+    where = "the model check's process" if loaded is not None else "a process of its own"
+    if loaded is None and python is None:
         facts = collect_facts(with_torch=True)
+        where = "this process"
     else:
-        rc, out, errtext = _run_target(python, ["-c", _PROBE_SNIPPET], 120.0)
-        loaded = last_result(out) if rc == 0 else None
         if loaded is None:
-            why = _last_line(errtext) if rc != 0 else f"no JSON report ({_last_line(out)})"
-            return Part("probe", "fail", reasons=[f"probe failed in {python}: {why}"]), {}
+            assert python is not None
+            rc, out, errtext = _run_target(python, ["-c", _PROBE_SNIPPET], PROBE_TIMEOUT)
+            loaded = last_result(out) if rc == 0 else None
+            if loaded is None:
+                why = _last_line(errtext) if rc != 0 else f"no JSON report ({_last_line(out)})"
+                return Part("probe", "fail", reasons=[f"probe failed in {python}: {why}"]), {}
         try:
-            facts = MachineFacts.from_dict(loaded, f"probe facts from {python}")
+            facts = MachineFacts.from_dict(loaded, f"probe facts from {python or sys.executable}")
         except ValueError as exc:
             return Part("probe", "fail", reasons=[f"probe failed in {python}: {exc}"]), {}
     report: dict[str, Any] = to_jsonable(decide(facts, envs))
-    seconds = time.perf_counter() - t0
+    seconds = seconds_before + time.perf_counter() - t0
     checks = report.get("checks", [])
     fails = [f"{c['name']}: {c['reason']}" for c in checks if c.get("status") == "fail"]
     kept, fp8_line = fp8_promise(promise, report)
@@ -219,6 +239,7 @@ def probe_part(
         "fp8_hardware_mode": report.get("fp8_hardware_mode"),
         "native_env": report.get("native_env"),
         "advisory": fp8_line if kept else None,
+        "collected_in": where,
     }
     if fails:
         return Part("probe", "fail", reasons=fails, seconds=seconds, detail=detail), report
@@ -230,7 +251,9 @@ def probe_part(
     return Part("probe", "pass", reasons=notes, seconds=seconds, detail=detail), report
 
 
-def drift_part(python: str | None, lock_path: Path | None, *, check_files: bool = True) -> Part:
+def drift_part(
+    python: str | None, lock_path: Path | None, *, check_files: bool = True, rehash: bool = False
+) -> Part:
     if lock_path is None:
         return Part("drift", "skip", required=False, reasons=["no lock given (--no-lock)"])
     from sdenv.drift import check_drift
@@ -239,7 +262,7 @@ def drift_part(python: str | None, lock_path: Path | None, *, check_files: bool 
     t0 = time.perf_counter()
     lock = read_lockfile(lock_path)  # a missing/bad lock is a usage error: raised, exit 2
     try:
-        report = check_drift(lock, python, check_files=check_files)
+        report = check_drift(lock, python, check_files=check_files, rehash=rehash)
     except SdenvError as exc:
         return Part("drift", "fail", reasons=[str(exc)], seconds=time.perf_counter() - t0)
     reasons = report.reasons()
@@ -255,6 +278,8 @@ def drift_part(python: str | None, lock_path: Path | None, *, check_files: bool 
     if reasons:
         return Part("drift", "fail", reasons=reasons, seconds=seconds, detail=detail)
     note = f"{len(lock.pins)} pins match, {report.checked_files} files match their RECORD"
+    if report.unchanged_files:
+        note += f" ({report.unchanged_files} unchanged since they last matched: not hashed again)"
     return Part("drift", "pass", reasons=[note], seconds=seconds, detail=detail)
 
 
@@ -366,23 +391,30 @@ ModelRun = tuple[int | None, str, str, float]  # exit code (None: timed out), ou
 
 
 class ModelCheck:
-    """The model check in the target, started before its mode is known.
+    """The model check in the target, started before its mode is known; it is also the probe.
 
-    It makes the tiny model (importing torch, diffusers and transformers: most of its time) while
-    the probe decides; :meth:`run` then hands it the mode on stdin (``--mode -``) and waits for
-    its result. Nothing is run twice and nothing is guessed: the probe stays the one that picks
-    the mode. ``model_part`` turns the run into the verdict.
+    Its process first writes the probe's facts (``--probe``: the torch import and the CUDA
+    context are the ones the model needs anyway), then makes the tiny model (importing diffusers
+    and transformers: most of its time) while verify decides; :meth:`run` then hands it the mode
+    on stdin (``--mode -``) and waits for its result. Nothing is run twice and nothing is
+    guessed: the probe's facts still pick the mode before any model loads. ``model_part`` turns
+    the run into the verdict.
     """
 
     def __init__(self, python: str, model: Path | None, *, timeout: float) -> None:
         self.python, self.timeout = python, timeout
-        self.args = ["-m", "sdenv.runtime.check", "--mode", "-"]
+        self.args = ["-m", "sdenv.runtime.check", "--mode", "-", "--probe"]
         if model is not None:
             self.args += ["--model", str(model.resolve())]
         self._stack = contextlib.ExitStack()
         self._proc: subprocess.Popen[str] | None = None
         self._error = ""
         self._t0 = time.perf_counter()
+        self._out: list[str] = []
+        self._err: list[str] = []
+        self._probe: dict[str, Any] = {}
+        self._probed = threading.Event()
+        self._readers: list[threading.Thread] = []
 
     def __enter__(self) -> ModelCheck:
         # cwd: an empty directory, so nothing in the caller's cwd shadows a module in the target.
@@ -394,11 +426,20 @@ class ModelCheck:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
+                errors="replace",
                 env=_target_env(),
                 cwd=cwd,
             )
         except OSError as exc:
             self._error = f"{self.python}: {exc.strerror or exc}"
+            self._probed.set()
+            return self
+        self._readers = [
+            threading.Thread(target=self._read_out, args=(self._proc.stdout,), daemon=True),
+            threading.Thread(target=self._err.extend, args=(self._proc.stderr,), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -407,19 +448,52 @@ class ModelCheck:
             self._proc.wait()
         self._stack.close()
 
+    def _read_out(self, stream: Any) -> None:
+        for line in stream:
+            record = parse_line(line.rstrip("\n"))
+            if (
+                record is not None
+                and not self._probed.is_set()
+                and ("probe_facts" in record or "probe_error" in record)
+            ):
+                self._probe = record
+                self._probed.set()
+                continue
+            self._out.append(line)
+        self._probed.set()  # the process ended without its facts
+
+    def probe_facts(self, timeout: float) -> Collected:
+        """The facts the check's process collected before making any model, and the seconds
+        since it started; None when it could not give them (verify then runs the probe alone),
+        the reason when it hung (a lone probe would hang as long)."""
+        if not self._probed.wait(timeout):
+            return f"timed out after {timeout:.0f} s", self._elapsed()
+        facts = self._probe.get("probe_facts")
+        return (facts if isinstance(facts, dict) else None), self._elapsed()
+
     def run(self, mode: str) -> ModelRun:
         """Send ``mode``; the check's exit code, output and seconds since it started."""
         proc = self._proc
         if proc is None:
             return None, "", self._error, 0.0
         left = max(1.0, self.timeout - (time.perf_counter() - self._t0))
+        rc: int | None
         try:
-            out, err = proc.communicate(mode + "\n", timeout=left)
+            assert proc.stdin is not None
+            with contextlib.suppress(BrokenPipeError):  # it died already: its exit code says
+                proc.stdin.write(mode + "\n")
+                proc.stdin.close()
+            rc = proc.wait(timeout=left)
         except subprocess.TimeoutExpired:
             _cleanup.release(proc, kill=True)
-            out, _ = proc.communicate()
-            return None, out or "", f"timed out after {self.timeout:.0f} s", self._elapsed()
-        return proc.returncode, out, err, self._elapsed()
+            proc.wait()
+            rc = None
+        for reader in self._readers:
+            reader.join()
+        out, err = "".join(self._out), "".join(self._err)
+        if rc is None:
+            return None, out, f"timed out after {self.timeout:.0f} s", self._elapsed()
+        return rc, out, err, self._elapsed()
 
     def _elapsed(self) -> float:
         return time.perf_counter() - self._t0
@@ -490,6 +564,7 @@ def verify(
     fail_on_skip: bool = False,
     gpu: bool | None = None,
     check_files: bool = True,
+    rehash: bool = False,
     smoke_timeout: float = 180.0,
     model_timeout: float = 600.0,
     on_part: Callable[[Part], None] | None = None,
@@ -509,20 +584,24 @@ def verify(
     def guarded(name: str, fn: Callable[[], Part]) -> Part:
         return _guarded(name, fn, on_part)
 
-    # The probe decides the model check's FP8 mode, so it runs before the model loads; drift and
-    # smoke do not depend on it and start at once, and so does the model check, which makes its
-    # tiny model while the probe decides and then waits for the mode (ModelCheck).
+    # The probe decides the model check's FP8 mode, so it runs before the model loads: the model
+    # check's process collects the probe's facts first, then makes its tiny model while verify
+    # decides, then waits for the mode (ModelCheck). Drift and smoke do not depend on it and
+    # start at once.
     with (
         ThreadPoolExecutor(max_workers=3) as pool,
         ModelCheck(exe, model, timeout=model_timeout) as check,
     ):
         drift_f = pool.submit(
-            guarded, "drift", lambda: drift_part(target, lock, check_files=check_files)
+            guarded,
+            "drift",
+            lambda: drift_part(target, lock, check_files=check_files, rehash=rehash),
         )
         smoke_f = pool.submit(
             guarded, "smoke", lambda: smoke_part(target, gpu=gpu, timeout=smoke_timeout)
         )
-        probe, probe_report = probe_part(target, envs, promise)
+        collected = check.probe_facts(PROBE_TIMEOUT)
+        probe, probe_report = probe_part(target, envs, promise, collected)
         if on_part:
             on_part(probe)
         mode, why = model_mode(probe_report)

@@ -51,7 +51,16 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--fail-on-skip", action="store_true", help="a skipped part (e.g. no GPU) fails the verdict"
     )
-    p.add_argument("--no-hash", action="store_true", help="drift: versions only, do not hash files")
+    hashing = p.add_mutually_exclusive_group()
+    hashing.add_argument(
+        "--no-hash", action="store_true", help="drift: versions only, do not hash files"
+    )
+    hashing.add_argument(
+        "--rehash",
+        action="store_true",
+        help="drift: hash every file, also those unchanged (inode, size, times) since they last "
+        "matched their RECORD in this venv",
+    )
     gpu = p.add_mutually_exclusive_group()
     gpu.add_argument(
         "--gpu", dest="gpu", action="store_const", const=True, help="smoke: GPU required"
@@ -91,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         fail_on_skip=args.fail_on_skip,
         gpu=args.gpu,
         check_files=not args.no_hash,
+        rehash=args.rehash,
         on_part=progress,
         envs=load_specs(args.envs_dir)[0],
         on_start=start,

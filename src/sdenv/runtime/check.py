@@ -5,9 +5,15 @@ model (or ``DIR``) in ``MODE``, runs a few steps and prints one result line
 (``sdenv.target.protocol``).
 
 ``--mode -`` reads the mode from stdin, one line, once the tiny model is made: verify starts the
-check together with the probe, so making the model (importing torch, diffusers and transformers,
-training the tokenizers) overlaps with the probe instead of following it. An empty line or end of
+check at once, so making the model (importing torch, diffusers and transformers, training the
+tokenizers) overlaps with verify's deciding instead of following it. An empty line or end of
 input means no run is wanted: the check exits 0 without a result.
+
+``--probe`` first writes the probe's facts of this very process (``{"probe_facts": ...}``), before
+any model is made: verify decides the mode from them, so the probe's torch import is the one the
+model check needs anyway instead of one more process. When collecting them raises, the line is
+``{"probe_error": ...}`` and verify runs the probe alone, which reports the failure as it always
+did.
 """
 
 from __future__ import annotations
@@ -74,6 +80,18 @@ def _warm_device() -> None:
         (a @ a).sum().item()
 
 
+def emit_probe_facts() -> None:
+    """The probe's facts (``sdenv.gpu.probe.collect_facts``) as one result line."""
+    import dataclasses
+
+    from sdenv.gpu.probe import collect_facts
+
+    try:
+        emit({"probe_facts": dataclasses.asdict(collect_facts(with_torch=True))})
+    except Exception as exc:  # verify re-runs the probe alone: its report names the failure
+        emit({"probe_error": f"{type(exc).__name__}: {exc}"})
+
+
 def _mode_from_stdin() -> str | None:
     """One line from verify: the mode the probe chose; empty (or end of input) for no run."""
     line = sys.stdin.readline().strip()
@@ -89,7 +107,10 @@ def _check_main(argv: list[str]) -> int:
     p.add_argument("--mode", choices=(*MODES, "-"), required=True, help="- : read it from stdin")
     p.add_argument("--model", type=Path)
     p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--probe", action="store_true", help="first write the probe's facts")
     args = p.parse_args(argv)
+    if args.probe:
+        emit_probe_facts()
     mode: str | Callable[[], str | None] = _mode_from_stdin if args.mode == "-" else args.mode
     try:
         report = model_check(mode, args.model, steps=args.steps)

@@ -5,15 +5,26 @@ Every distribution ``importlib.metadata`` of that interpreter sees (its ``sys.pa
 GIL on large buffers, so torch's 1.6 GB hash in parallel with the nvidia-* wheels). One result
 record (``sdenv.target.protocol``): ``{"python", "version", "dists": [...]}``; the host compares
 it with the lock (``sdenv.drift.compare``).
+
+With ``cache`` as second argument, in a venv, a file whose device, inode, size, mtime and ctime are
+those recorded when it last matched its RECORD hash is not hashed again (git's index does the
+same): a change to a file's content changes its ctime, which no unprivileged tool can set back.
+The record is ``.sdenv-record-hashes.json`` at the venv's root, beside sync's stamp, with paths
+relative to the venv, so it moves with a venv that sync builds aside and renames into place. A
+file changed less than ``RACY_NS`` before it was looked at is not recorded (a second change in
+the same timestamp tick would not show in its times: git's "racy" entries). A venv that cannot be
+written to is hashed in full each time.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import re
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from typing import Any
@@ -21,6 +32,10 @@ from typing import Any
 from sdenv.target.protocol import emit
 
 Job = tuple[dict[str, Any], str, str, str, str]  # entry, RECORD path, file, algorithm, hash
+CACHE_NAME = ".sdenv-record-hashes.json"
+CACHE_VERSION = 1
+RACY_NS = 2_000_000_000  # far above any timestamp granularity (ext4: a clock tick; FAT: 2 s)
+StatKey = list[Any]  # st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns, "algo=digest"
 
 
 def canon(name: str) -> str:
@@ -76,18 +91,85 @@ def _entries(check_files: bool) -> tuple[list[dict[str, Any]], list[Job]]:
     return list(seen.values()), jobs
 
 
-def _check(job: Job) -> tuple[Job, str | None]:
-    return job, file_hash(job[2], job[3])
+def cache_path() -> str | None:
+    """Where this interpreter's record of checked files lives: only a venv has one."""
+    return os.path.join(sys.prefix, CACHE_NAME) if sys.prefix != sys.base_prefix else None
 
 
-def inventory(check_files: bool) -> dict[str, Any]:
+def load_cache(path: str | None) -> dict[str, StatKey]:
+    """The recorded files; an unreadable or foreign record is no record (everything hashed)."""
+    if path is None:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
+        return {}
+    files = data.get("files")
+    return files if isinstance(files, dict) else {}
+
+
+def save_cache(path: str | None, files: dict[str, StatKey]) -> None:
+    """Write the record whole or not at all (a venv root we cannot write to: none)."""
+    if path is None:
+        return
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump({"version": CACHE_VERSION, "files": files}, fh, separators=(",", ":"))
+        os.replace(tmp, path)
+    except OSError:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _key(path: str) -> str:
+    rel = os.path.relpath(path, sys.prefix)
+    return path if rel.startswith("..") else rel
+
+
+def _check(
+    job: Job, cached: dict[str, StatKey], start_ns: int
+) -> tuple[Job, str | None, StatKey | None, bool]:
+    """(job, its digest or None when gone, the record to keep or None, hashed now)."""
+    path, algo, want = job[2], job[3], job[4]
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return job, None, None, False
+    except OSError as exc:
+        return job, "error:" + str(exc), None, False
+    stat: StatKey = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    stat.append(f"{algo}={want}")
+    if cached.get(_key(path)) == stat:
+        return job, want, stat, False
+    got = file_hash(path, algo)
+    # Taken before hashing: a change after this stat shows as a new ctime next time.
+    keep = got == want and st.st_ctime_ns < start_ns - RACY_NS
+    return job, got, stat if keep else None, True
+
+
+def inventory(check_files: bool, use_cache: bool = False) -> dict[str, Any]:
     entries, jobs = _entries(check_files)
+    where = cache_path() if use_cache and jobs else None
+    cached, keep = load_cache(where), {}
+    hashed = reused = 0
+    start_ns = time.time_ns()
     with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 2) * 2)) as pool:
-        for (entry, rel, _path, _algo, want), got in pool.map(_check, jobs):
+        checks = pool.map(lambda job: _check(job, cached, start_ns), jobs)
+        for (entry, rel, path, _algo, want), got, stat, now in checks:
+            hashed += now
+            reused += not now and stat is not None
+            if stat is not None:
+                keep[_key(path)] = stat
             if got is None:
                 entry["missing_files"].append(rel)
             elif got != want:
                 entry["modified"].append(rel)
+    if where is not None and keep != cached:
+        save_cache(where, keep)
     for e in entries:
         e["modified"].sort()
         e["missing_files"].sort()
@@ -95,11 +177,14 @@ def inventory(check_files: bool) -> dict[str, Any]:
         "python": sys.executable,
         "version": ".".join(str(n) for n in sys.version_info[:3]),
         "dists": sorted(entries, key=lambda e: str(e["name"])),
+        "hashed_files": hashed,
+        "unchanged_files": reused,
     }
 
 
 def main(argv: list[str]) -> int:
-    emit(inventory(check_files=bool(argv) and argv[0] == "1"))
+    check_files = bool(argv) and argv[0] == "1"
+    emit(inventory(check_files, use_cache=argv[1:2] == ["cache"]))
     return 0
 
 
