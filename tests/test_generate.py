@@ -242,3 +242,19 @@ def test_static_fp8_calibrates_once_stores_beside_the_model_and_checks_the_file(
     with pytest.raises(UsageError, match=r"unreadable"):
         generate(copy, "x", tmp_path / "d.png", mode="static", steps=1, scales=other)
     assert not (tmp_path / "c.png").exists() and not (tmp_path / "d.png").exists()
+
+
+def test_on_cpu_the_vae_decodes_the_bf16_latents_in_float32(tiny: Path) -> None:
+    """bf16 convolutions on a CPU without bf16 instructions are ~50x slower
+    (docs/evidence.md#E-cpu-bf16-conv): on CPU the VAE is float32 and takes the transformer's bf16
+    latents as they come; the transformer keeps the mode's dtypes."""
+    import torch
+
+    loaded = load_pipeline(tiny, "emulated", probe_fn=lambda: "emulated")
+    if loaded.device != "cpu":
+        pytest.skip("a CUDA device: the VAE stays bf16 there")
+    vae, transformer = loaded.pipe.vae, loaded.pipe.transformer
+    assert vae.dtype == torch.float32
+    assert any(p.dtype == torch.float8_e4m3fn for p in transformer.parameters())
+    latents = torch.zeros(1, vae.config.latent_channels, 8, 8, dtype=torch.bfloat16)
+    assert vae.decode(latents).sample.dtype == torch.float32

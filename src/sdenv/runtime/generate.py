@@ -273,6 +273,8 @@ def load_pipeline(
         raise GenerateError(f"{model_dir}: loading failed: {exc}") from None
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
+    if device == "cpu":
+        decode_in_float32(pipe.vae)
     _sync(device)
     timings["load_s"] = time.perf_counter() - t
 
@@ -293,6 +295,24 @@ def load_pipeline(
     _sync(device)
     timings["fp8_s"] = time.perf_counter() - t
     return LoadedPipeline(pipe, resolved, device, layout, plan, timings, fp8_info)
+
+
+def decode_in_float32(vae: Any) -> None:
+    """The VAE in float32, its inputs cast to it: on a CPU without bf16 instructions, bf16
+    convolutions are some 50x slower (docs/evidence.md#E-cpu-bf16-conv). The VAE is a small part
+    of the model (84M parameters in SD3.5), and FP8 concerns the transformer alone."""
+    import torch
+
+    def to_float32(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(
+            a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args
+        )
+
+    vae.to(torch.float32)
+    # The pipeline hands the decoder the transformer's bf16 latents.
+    for module in (getattr(vae, "post_quant_conv", None), vae.decoder):
+        if module is not None:
+            module.register_forward_pre_hook(to_float32)
 
 
 def _sync(device: str) -> None:
