@@ -27,7 +27,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
-from typing import Any
+from typing import Any, Optional
 
 from sdenv.target.protocol import emit
 
@@ -36,6 +36,9 @@ CACHE_NAME = ".sdenv-record-hashes.json"
 CACHE_VERSION = 1
 RACY_NS = 2_000_000_000  # far above any timestamp granularity (ext4: a clock tick; FAT: 2 s)
 StatKey = list[Any]  # st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns, "algo=digest"
+# job, its digest (None: the file is gone), the record to keep (None: none), hashed now.
+# Optional, not "X | None": this alias is evaluated at run time, and targets run Python 3.9.
+Checked = tuple[Job, Optional[str], Optional[StatKey], bool]  # noqa: UP045
 
 
 def canon(name: str) -> str:
@@ -126,29 +129,39 @@ def save_cache(path: str | None, files: dict[str, StatKey]) -> None:
 
 
 def _key(path: str) -> str:
-    rel = os.path.relpath(path, sys.prefix)
-    return path if rel.startswith("..") else rel
+    prefix = os.path.join(sys.prefix, "")
+    return path[len(prefix) :] if path.startswith(prefix) else path
 
 
-def _check(
-    job: Job, cached: dict[str, StatKey], start_ns: int
-) -> tuple[Job, str | None, StatKey | None, bool]:
-    """(job, its digest or None when gone, the record to keep or None, hashed now)."""
+def _stat(path: str, algo: str, want: str) -> StatKey:
+    """What the record keeps of a file; raises OSError (gone, unreadable)."""
+    st = os.stat(path)
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, f"{algo}={want}"]
+
+
+def _check(job: Job, cached: dict[str, StatKey], start_ns: int) -> Checked:
     path, algo, want = job[2], job[3], job[4]
     try:
-        st = os.stat(path)
+        stat = _stat(path, algo, want)
     except FileNotFoundError:
         return job, None, None, False
     except OSError as exc:
         return job, "error:" + str(exc), None, False
-    stat: StatKey = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-    stat.append(f"{algo}={want}")
     if cached.get(_key(path)) == stat:
         return job, want, stat, False
     got = file_hash(path, algo)
     # Taken before hashing: a change after this stat shows as a new ctime next time.
-    keep = got == want and st.st_ctime_ns < start_ns - RACY_NS
+    keep = got == want and stat[4] < start_ns - RACY_NS
     return job, got, stat if keep else None, True
+
+
+def _vouched(job: Job, cached: dict[str, StatKey]) -> StatKey | None:
+    """The file's record when its stat is still the recorded one; None: check it."""
+    try:
+        stat = _stat(job[2], job[3], job[4])
+    except OSError:
+        return None
+    return stat if cached.get(_key(job[2])) == stat else None
 
 
 def inventory(check_files: bool, use_cache: bool = False) -> dict[str, Any]:
@@ -157,17 +170,27 @@ def inventory(check_files: bool, use_cache: bool = False) -> dict[str, Any]:
     cached, keep = load_cache(where), {}
     hashed = reused = 0
     start_ns = time.time_ns()
+    # Files the record vouches for take one stat each, here; only the others go to the threads
+    # (a hand-off to a thread costs more than a stat: 19k of them were most of a cached check).
+    checks: list[Checked] = []
+    misses: list[Job] = []
+    for job in jobs:
+        stat = _vouched(job, cached) if cached else None
+        if stat is None:
+            misses.append(job)
+        else:
+            checks.append((job, job[4], stat, False))
     with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 2) * 2)) as pool:
-        checks = pool.map(lambda job: _check(job, cached, start_ns), jobs)
-        for (entry, rel, path, _algo, want), got, stat, now in checks:
-            hashed += now
-            reused += not now and stat is not None
-            if stat is not None:
-                keep[_key(path)] = stat
-            if got is None:
-                entry["missing_files"].append(rel)
-            elif got != want:
-                entry["modified"].append(rel)
+        checks += pool.map(lambda job: _check(job, {}, start_ns), misses)
+    for (entry, rel, path, _algo, want), got, stat, now in checks:
+        hashed += now
+        reused += not now and stat is not None
+        if stat is not None:
+            keep[_key(path)] = stat
+        if got is None:
+            entry["missing_files"].append(rel)
+        elif got != want:
+            entry["modified"].append(rel)
     if where is not None and keep != cached:
         save_cache(where, keep)
     for e in entries:
