@@ -258,3 +258,21 @@ def test_on_cpu_the_vae_decodes_the_bf16_latents_in_float32(tiny: Path) -> None:
     assert any(p.dtype == torch.float8_e4m3fn for p in transformer.parameters())
     latents = torch.zeros(1, vae.config.latent_channels, 8, 8, dtype=torch.bfloat16)
     assert vae.decode(latents).sample.dtype == torch.float32
+
+
+def test_verify_runs_the_smokes_import_checks_in_the_model_checks_process() -> None:
+    """verify of this runtime env: the model check's process gives the probe's facts and runs the
+    smoke's pure-import checks too (one torch, diffusers and transformers import instead of
+    three); they pass there as in a process of their own, and the model check then runs."""
+    from sdenv._smoke_run import IMPORTS, _group
+    from sdenv.smoke_checks import _SPECS
+    from sdenv.verify import verify
+
+    result = verify(no_lock=True, gpu=False)
+    parts = {p.name: p for p in result.parts}
+    assert parts["probe"].detail["collected_in"] == "the model check's process"
+    assert parts["smoke"].status == "pass", parts["smoke"].reasons
+    assert parts["model"].status == "pass", parts["model"].reasons
+    here = parts["model"].detail["smoke_checks_run_here"]
+    imports = [name for name, spec in _SPECS.items() if _group(spec, False) == IMPORTS]
+    assert {"torch", "diffusers", "transformers"} <= set(here) <= set(imports)

@@ -574,10 +574,12 @@ def test_env_with_the_fix_named_from_its_cuda_line_before_it_is_locked(
 def test_sigterm_stops_the_target_processes_and_removes_temp_dirs(
     argv: list[str], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    # A target interpreter whose torch check never ends (the others run for real).
+    # A target interpreter whose xformers check never ends (the others run for real): it runs in
+    # a smoke process of its own in every mode (verify lends its model check's process to the
+    # pure-import checks only).
     wrapper = tmp_path / "python"
     wrapper.write_text(
-        f'#!/bin/sh\ncase "$*" in *"target/smoke.py torch"*) exec sleep 3137;; esac\n'
+        f'#!/bin/sh\ncase "$*" in *"target/smoke.py xformers"*) exec sleep 3137;; esac\n'
         f'exec {sys.executable} "$@"\n'
     )
     wrapper.chmod(0o755)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sdenv.cli import main
-from sdenv.verify import NO_TORCH, Part, model_mode, verdict, verify
+from sdenv.verify import NO_TORCH, Part, model_mode, smoke_part, verdict, verify
 from test_drift import DEMO, _lock, _site_file, _venv, wheels  # noqa: F401 (fixture)
 
 
@@ -71,6 +71,10 @@ def test_verify_small_venv_reports_every_reason(tmp_path: Path, wheels: Path) ->
     assert not result.ok and result.verdict == "fail"
     # One process gave the probe's facts and would have run the model: one torch import.
     assert parts["probe"].detail["collected_in"] == "the model check's process"
+    # Its smoke checks failed in that process and were asked again alone: the smoke's verdict is
+    # the one of a smoke that shares no process with the model check.
+    alone = smoke_part(str(py), gpu=None, timeout=180.0)
+    assert (parts["smoke"].status, parts["smoke"].reasons) == (alone.status, alone.reasons)
 
     # Tamper with a file: drift now fails too, naming package and file.
     init = _site_file(py, "drift_demo/__init__.py")
@@ -171,3 +175,20 @@ def test_the_probe_runs_alone_when_the_model_checks_process_gives_no_facts(
     assert parts["probe"].detail["collected_in"] == "a process of its own"
     assert parts["drift"].status == "pass", parts["drift"].reasons
     assert parts["model"].status == "fail" and parts["model"].summary == NO_TORCH
+    assert parts["smoke"].status == "fail" and "torch" in parts["smoke"].summary
+
+
+def test_the_check_process_runs_the_smoke_checks_named_on_its_first_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The line verify's smoke sends to the model check's process: the checks it knows run there,
+    each writing the result line a smoke process of its own writes; any other line is not one."""
+    from sdenv.runtime.check import run_smoke_line
+    from sdenv.target.protocol import results
+
+    assert run_smoke_line("smoke off env no-such-check\n") == ["env"]
+    (record,) = results(capsys.readouterr().out)
+    assert record["check"] == "env" and record["status"] == "pass"
+    assert run_smoke_line("emulated\n") is None
+    assert run_smoke_line("smoke maybe env\n") is None
+    assert capsys.readouterr().out == ""

@@ -7,6 +7,10 @@ one of their own, apart from the rest. The groups run side by side. A torch impo
 and a CUDA context one more; paying each once per group instead of once per check is most of the
 smoke's time.
 
+``sdenv verify`` lends the ``imports`` group a process it has running anyway: its model check's,
+which imports the same torch, diffusers and transformers (``Attach``). Nothing else changes: the
+group's results arrive the same way, and what it cannot answer is asked of a process of its own.
+
 A crash or a hang is plausible in a CUDA kernel or an extension, so nothing a group cannot answer
 for sure is taken from it: a check that failed in a group is asked again of a process of its own
 (its error text and log then are exactly those of a lone run), and so is every check left without
@@ -61,6 +65,11 @@ class Node:
     name: str
     needs: tuple[str, ...]
     group: str | None
+
+
+# A running target process that can take a group's checks: given the names and the GPU flag, it
+# returns the queue its stdout lines will arrive on (None at its end), or None when it cannot.
+Attach = Callable[[Sequence[str], bool], "queue.Queue[str | None] | None"]
 
 
 def _flag(gpu: bool | None) -> list[str]:
@@ -154,9 +163,17 @@ def run_env(exe: str, root: Path, gpu: bool | None, timeout: float) -> dict[str,
 class Group:
     """The shared process: runs ``names`` in order and hands each result to its waiter."""
 
-    def __init__(self, python: str, root: Path, names: Sequence[str], gpu: bool, timeout: float):
+    def __init__(
+        self,
+        python: str,
+        root: Path,
+        names: Sequence[str],
+        gpu: bool,
+        timeout: float,
+        attach: Attach | None = None,
+    ):
         self.python, self.root, self.names = python, root, list(names)
-        self.gpu, self.timeout = gpu, timeout
+        self.gpu, self.timeout, self.attach = gpu, timeout, attach
         self._results: dict[str, Raw] = {}
         self._done = {name: threading.Event() for name in names}
         self._stderr: list[str] = []
@@ -186,6 +203,10 @@ class Group:
             lines.put(None)
 
     def _run(self) -> None:
+        lent = self.attach(self.names, self.gpu) if self.attach is not None else None
+        if lent is not None:
+            self._collect(lent)  # its stderr is the lender's: a pass needs none, a failure re-runs
+            return
         proc = _spawn(self.python, self.root, self.names, self.gpu)
         lines: queue.Queue[str | None] = queue.Queue()
         readers = [
@@ -221,6 +242,8 @@ class Group:
             self._results[name] = _raw(record, now - last, log)
             self._done[name].set()
             last = now
+            if len(self._results) == len(self._done):
+                return  # a lent process goes on with its own work
 
 
 def run_graph(
@@ -232,18 +255,25 @@ def run_graph(
     workers: int,
     done: Mapping[str, Raw],
     on_result: Callable[[str, Raw], None],
+    attach: Attach | None = None,
 ) -> None:
     """Run checks as their prerequisites pass, at most ``workers`` processes at a time.
 
     ``done``: outcomes known beforehand (GPU checks skipped). Every outcome, skips of checks
     whose prerequisite did not pass included, goes to ``on_result`` as soon as it is known.
+    ``attach``: a running process that may take the ``imports`` group.
     """
     outcome: dict[str, Raw] = dict(done)
     for name, raw in done.items():
         on_result(name, raw)
     pending = {node.name: node for node in nodes if node.name not in outcome}
     slots = threading.Semaphore(workers)
-    groups = _groups(nodes, pending, lambda names: Group(python, root, names, gpu, timeout))
+
+    def make(key: str, names: list[str]) -> Group:
+        lender = attach if key == IMPORTS else None
+        return Group(python, root, names, gpu, timeout, lender)
+
+    groups = _groups(nodes, pending, make)
 
     def job(name: str) -> Raw:
         raw = groups[name].result(name) if name in groups else None
@@ -275,7 +305,7 @@ def run_graph(
 
 
 def _groups(
-    nodes: Sequence[Node], pending: Mapping[str, Node], make: Callable[[list[str]], Group]
+    nodes: Sequence[Node], pending: Mapping[str, Node], make: Callable[[str, list[str]], Group]
 ) -> dict[str, Group]:
     """Check name -> the process of its group, for the groups of two or more checks to run (a
     group of one is a lone run)."""
@@ -283,7 +313,7 @@ def _groups(
     for key in dict.fromkeys(n.group for n in nodes if n.group is not None):
         members = [n.name for n in nodes if n.group == key and n.name in pending]
         if len(members) > 1:
-            groups |= dict.fromkeys(members, make(members))
+            groups |= dict.fromkeys(members, make(key, members))
     return groups
 
 
@@ -313,10 +343,13 @@ def _ready(pending: dict[str, Node], outcome: Mapping[str, Raw]) -> list[tuple[s
     return ready
 
 
+IMPORTS = "imports"
+
+
 def _group(spec: CheckSpec, use_gpu: bool) -> str | None:
     if spec.extension:
         return spec.extension
-    return "gpu" if use_gpu and (spec.gpu_only or spec.gpu_kernels) else "imports"
+    return "gpu" if use_gpu and (spec.gpu_only or spec.gpu_kernels) else IMPORTS
 
 
 def run_checks(
@@ -328,9 +361,11 @@ def run_checks(
     timeout: float,
     workers: int | None,
     on_result: Callable[[str, Raw], None],
+    attach: Attach | None = None,
 ) -> None:
-    """Checks run as their prerequisites pass, sharing a process per group: ``imports``, ``gpu``
-    for the checks that launch CUDA kernels, and one per C++ extension."""
+    """Checks run as their prerequisites pass, sharing a process per group: ``imports`` (in the
+    process ``attach`` lends, where it does), ``gpu`` for the checks that launch CUDA kernels,
+    and one per C++ extension."""
     names = {spec.name for spec in selected}
     skipped = "GPU checks off (--no-gpu)" if gpu_flag is False else "no NVIDIA GPU (no driver)"
     done = {
@@ -347,4 +382,4 @@ def run_checks(
         for spec in selected
     ]
     n_workers = workers or max(1, min(4, os.cpu_count() or 1))
-    run_graph(exe, root, nodes, use_gpu, timeout, n_workers, done, on_result)
+    run_graph(exe, root, nodes, use_gpu, timeout, n_workers, done, on_result, attach)

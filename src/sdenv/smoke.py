@@ -27,6 +27,7 @@ from sdenv._cleanup import throwaway_dir
 from sdenv._data import load_json
 from sdenv._smoke_run import (
     LOG_TAIL,
+    Attach,
     Raw,
     SmokeError,
     resolve_python,
@@ -544,12 +545,15 @@ def run_smoke(
     timeout: float = 180.0,
     checks: Sequence[str] | None = None,
     workers: int | None = None,
+    attach: Attach | None = None,
 ) -> SmokeReport:
     """Smoke-test the environment of ``python`` (default: this interpreter).
 
     ``gpu``: None detects an NVIDIA driver inside the target; True makes a missing GPU a
     failure; False skips the GPU checks. ``timeout`` applies to each check's process.
-    ``checks`` limits the run to those checks (their prerequisites are added).
+    ``checks`` limits the run to those checks (their prerequisites are added). ``attach``: a
+    process of ``python`` already running that may run the ``imports`` group (verify's model
+    check); what it cannot answer runs in processes of its own, as always.
     """
     started = time.perf_counter()
     exe = resolve_python(python)
@@ -565,7 +569,7 @@ def run_smoke(
         def record(name: str, raw: Raw) -> None:
             results[name] = _finish(name, raw, facts)
 
-        run_checks(exe, root, selected, gpu, use_gpu, timeout, workers, record)
+        run_checks(exe, root, selected, gpu, use_gpu, timeout, workers, record, attach)
     ordered = [results[spec.name] for spec in selected]
     culprits: list[str] = []
     for item in ordered:

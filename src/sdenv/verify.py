@@ -9,9 +9,11 @@ Four parts, in this order, each pass / fail / skip with its reasons:
    run: finite image, FP8 storage where the mode says so, timings.
 
 Every part runs in the target interpreter, and all start at once. The probe's facts come from the
-model check's own process, collected before it makes its tiny model (one torch import, not two);
-the model loads once the probe has chosen the mode. When that process cannot give them, the probe
-runs alone. Exit 0 only when every required part passes; a part skipped for a reason (no GPU, no
+model check's own process, collected before it makes its tiny model, and the same process runs the
+smoke's pure-import checks (one torch, diffusers and transformers import, not three); the model
+loads once the probe has chosen the mode. What that process cannot answer (no facts, a smoke check
+that failed or got no result) is asked again of a process of its own, as if it had never been
+shared. Exit 0 only when every required part passes; a part skipped for a reason (no GPU, no
 lock) is shown as skipped and fails the verdict only with ``fail_on_skip``.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import queue
 import re
 import subprocess
 import sys
@@ -34,6 +37,7 @@ from typing import Any
 from sdenv import _cleanup
 from sdenv._cleanup import throwaway_dir
 from sdenv._json import to_jsonable
+from sdenv._smoke_run import Attach
 from sdenv._target import child_env, interpreter_path
 from sdenv.errors import SdenvError, UsageError
 from sdenv.lock.lockfile import DEFAULT_LOCK_DIR
@@ -335,12 +339,15 @@ def check_inputs(
     return lock
 
 
-def smoke_part(python: str | None, *, gpu: bool | None, timeout: float) -> Part:
+def smoke_part(
+    python: str | None, *, gpu: bool | None, timeout: float, attach: Attach | None = None
+) -> Part:
+    """The smoke's verdict; ``attach``: the model check's process, lent to its imports group."""
     from sdenv.smoke import run_smoke
 
     t0 = time.perf_counter()
     try:
-        report = run_smoke(python, gpu=gpu, timeout=timeout)
+        report = run_smoke(python, gpu=gpu, timeout=timeout, attach=attach)
     except SdenvError as exc:
         return Part("smoke", "fail", reasons=[str(exc)], seconds=time.perf_counter() - t0)
     seconds = time.perf_counter() - t0
@@ -394,16 +401,17 @@ class ModelCheck:
     """The model check in the target, started before its mode is known; it is also the probe.
 
     Its process first writes the probe's facts (``--probe``: the torch import and the CUDA
-    context are the ones the model needs anyway), then makes the tiny model (importing diffusers
-    and transformers: most of its time) while verify decides; :meth:`run` then hands it the mode
-    on stdin (``--mode -``) and waits for its result. Nothing is run twice and nothing is
-    guessed: the probe's facts still pick the mode before any model loads. ``model_part`` turns
-    the run into the verdict.
+    context are the ones the model needs anyway), then runs the smoke's ``imports`` group when
+    the smoke asks for it in time (``--smoke``, :meth:`attach_smoke`: the same imports again),
+    then makes the tiny model (importing diffusers and transformers: most of its time) while
+    verify decides; :meth:`run` then hands it the mode on stdin (``--mode -``) and waits for its
+    result. Nothing is run twice and nothing is guessed: the probe's facts still pick the mode
+    before any model loads. ``model_part`` turns the run into the verdict.
     """
 
     def __init__(self, python: str, model: Path | None, *, timeout: float) -> None:
         self.python, self.timeout = python, timeout
-        self.args = ["-m", "sdenv.runtime.check", "--mode", "-", "--probe"]
+        self.args = ["-m", "sdenv.runtime.check", "--mode", "-", "--probe", "--smoke"]
         if model is not None:
             self.args += ["--model", str(model.resolve())]
         self._stack = contextlib.ExitStack()
@@ -415,6 +423,9 @@ class ModelCheck:
         self._probe: dict[str, Any] = {}
         self._probed = threading.Event()
         self._readers: list[threading.Thread] = []
+        self._stdin = threading.Lock()  # the smoke's line and the mode come from two threads
+        self._first_sent = False  # the process reads one line before its smoke checks
+        self._smoke: queue.Queue[str | None] | None = None
 
     def __enter__(self) -> ModelCheck:
         # cwd: an empty directory, so nothing in the caller's cwd shadows a module in the target.
@@ -459,8 +470,41 @@ class ModelCheck:
                 self._probe = record
                 self._probed.set()
                 continue
+            smoke = self._smoke
+            if smoke is not None and record is not None and "check" in record:
+                smoke.put(line)  # a smoke result: the smoke's, never the model's
+                continue
             self._out.append(line)
         self._probed.set()  # the process ended without its facts
+        if self._smoke is not None:
+            self._smoke.put(None)
+
+    def _send_first(self, line: str) -> bool:
+        """Write the line the process reads after its probe; False when that was written."""
+        proc = self._proc
+        with self._stdin:
+            if self._first_sent or proc is None or proc.stdin is None:
+                return False
+            self._first_sent = True
+            try:
+                proc.stdin.write(line + "\n")
+                proc.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                return False
+        return True
+
+    def attach_smoke(self, names: Sequence[str], gpu: bool) -> queue.Queue[str | None] | None:
+        """Lend this process to the smoke's imports group (``sdenv._smoke_run.Attach``): the
+        queue its result lines arrive on; None when the mode was sent first or it has ended."""
+        lines: queue.Queue[str | None] = queue.Queue()
+        with self._stdin:
+            if self._first_sent or self._proc is None or self._proc.poll() is not None:
+                return None
+            self._smoke = lines  # before the line goes: no result can come ahead of it
+        if not self._send_first(f"smoke {'on' if gpu else 'off'} {' '.join(names)}"):
+            self._smoke = None
+            return None
+        return lines
 
     def probe_facts(self, timeout: float) -> Collected:
         """The facts the check's process collected before making any model, and the seconds
@@ -481,8 +525,12 @@ class ModelCheck:
         try:
             assert proc.stdin is not None
             with contextlib.suppress(BrokenPipeError):  # it died already: its exit code says
-                proc.stdin.write(mode + "\n")
-                proc.stdin.close()
+                # The first line it reads, unless the smoke's went ahead: then the second.
+                if not self._send_first(mode):
+                    with self._stdin:
+                        proc.stdin.write(mode + "\n")
+                with self._stdin:
+                    proc.stdin.close()
             rc = proc.wait(timeout=left)
         except subprocess.TimeoutExpired:
             _cleanup.release(proc, kill=True)
@@ -585,9 +633,9 @@ def verify(
         return _guarded(name, fn, on_part)
 
     # The probe decides the model check's FP8 mode, so it runs before the model loads: the model
-    # check's process collects the probe's facts first, then makes its tiny model while verify
-    # decides, then waits for the mode (ModelCheck). Drift and smoke do not depend on it and
-    # start at once.
+    # check's process collects the probe's facts first, runs the smoke's imports group, makes its
+    # tiny model while verify decides, then waits for the mode (ModelCheck). Drift and smoke do
+    # not depend on the probe and start at once.
     with (
         ThreadPoolExecutor(max_workers=3) as pool,
         ModelCheck(exe, model, timeout=model_timeout) as check,
@@ -598,7 +646,9 @@ def verify(
             lambda: drift_part(target, lock, check_files=check_files, rehash=rehash),
         )
         smoke_f = pool.submit(
-            guarded, "smoke", lambda: smoke_part(target, gpu=gpu, timeout=smoke_timeout)
+            guarded,
+            "smoke",
+            lambda: smoke_part(target, gpu=gpu, timeout=smoke_timeout, attach=check.attach_smoke),
         )
         collected = check.probe_facts(PROBE_TIMEOUT)
         probe, probe_report = probe_part(target, envs, promise, collected)

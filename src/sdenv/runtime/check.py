@@ -14,6 +14,11 @@ any model is made: verify decides the mode from them, so the probe's torch impor
 model check needs anyway instead of one more process. When collecting them raises, the line is
 ``{"probe_error": ...}`` and verify runs the probe alone, which reports the failure as it always
 did.
+
+``--smoke`` then lends this process to the smoke's ``imports`` group (``sdenv._smoke_run``): when
+the first line on stdin is ``smoke on|off NAME...``, it runs those checks of ``sdenv.target.smoke``
+here, each writing its result line as in a smoke process of their own, before it makes its model
+(they import what the model needs anyway). Any other first line is the mode.
 """
 
 from __future__ import annotations
@@ -92,9 +97,25 @@ def emit_probe_facts() -> None:
         emit({"probe_error": f"{type(exc).__name__}: {exc}"})
 
 
-def _mode_from_stdin() -> str | None:
+def run_smoke_line(line: str) -> list[str] | None:
+    """Run the smoke checks ``smoke on|off NAME...`` names: the names run; None when the line is
+    no such line."""
+    words = line.split()
+    if len(words) < 2 or words[0] != "smoke" or words[1] not in ("on", "off"):
+        return None
+    from sdenv.target import smoke
+
+    ran = []
+    for name in words[2:]:
+        if name in smoke.CHECKS:  # a name it does not know gets no result: it runs alone
+            emit(smoke.run(name, words[1]))
+            ran.append(name)
+    return ran
+
+
+def _mode_from_line(raw: str) -> str | None:
     """One line from verify: the mode the probe chose; empty (or end of input) for no run."""
-    line = sys.stdin.readline().strip()
+    line = raw.strip()
     if line and line not in MODES:
         raise SdenvError(f"--mode -: got {line!r} on stdin; expected one of {', '.join(MODES)}")
     return line or None
@@ -108,10 +129,23 @@ def _check_main(argv: list[str]) -> int:
     p.add_argument("--model", type=Path)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--probe", action="store_true", help="first write the probe's facts")
+    p.add_argument("--smoke", action="store_true", help="then run smoke checks named on stdin")
     args = p.parse_args(argv)
     if args.probe:
         emit_probe_facts()
-    mode: str | Callable[[], str | None] = _mode_from_stdin if args.mode == "-" else args.mode
+    ahead: list[str] = []  # a first line that was not the smoke's: the mode, read early
+    smoke_ran: list[str] = []
+    if args.smoke:
+        first = sys.stdin.readline()
+        ran = run_smoke_line(first)
+        if ran is None:
+            ahead.append(first)
+        smoke_ran = ran or []
+
+    def mode_line() -> str | None:
+        return _mode_from_line(ahead.pop() if ahead else sys.stdin.readline())
+
+    mode: str | Callable[[], str | None] = mode_line if args.mode == "-" else args.mode
     try:
         report = model_check(mode, args.model, steps=args.steps)
         if report is None:
@@ -120,6 +154,7 @@ def _check_main(argv: list[str]) -> int:
         report = {"ok": False, "error": str(exc), "error_type": type(exc).__name__}
     except Exception as exc:  # the check reports any crash as data for verify
         report = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "error_type": "crash"}
+    report["smoke_checks_run_here"] = smoke_ran  # what verify's smoke took from this process
     # The one result protocol (sdenv.target.protocol): library chatter cannot break the parse.
     emit(report)
     return 0 if report.get("ok") else 1
