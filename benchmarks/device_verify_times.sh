@@ -3,7 +3,10 @@
 # default lock and the cu130 lock (Python 3.12), with this checkout's sdenv:
 #   1. sync from the carried wheelhouse (offline, hash- and drift-checked; it compiles bytecode
 #      and records the files it checked, so the next drift check hashes only what changed);
-#   2. `sdenv verify --lock` N times (default 3), then once with --rehash (every file hashed).
+#   2. `sdenv verify --lock` N times (default 3), then once with --rehash (every file hashed),
+#      then TWO_CPU times (default 0) under `taskset -c 0,1`, as on a box of 2 CPUs (verify then
+#      collects the probe's facts in the model check's process).
+# LOCKS="121 130" (default) names the locks by their CUDA line: 121 the default, 130 the cu130.
 # Started detached, so that it runs while later calls bring the second lock's pieces:
 #   setsid nohup bash benchmarks/device_verify_times.sh >/root/vt.log 2>&1 </dev/null &
 # Pieces (`pieces.sh split` output) arrive in /root/wh121/ and /root/wh130/, with pieces.sh in
@@ -42,11 +45,12 @@ one_lock() {  # LOCK PIECES_DIR
   PYTHONPATH=/root/repo/src /tmp/sdenv-tools/bin/python -m sdenv sync --wheelhouse "$wh" \
     --venv "$venv" --json >"$O/sync-$stem.json" 2>"$O/sync-$stem.err"
   echo "$stem sync: exit $?, $(since "$t0") s" >>"$O/times.txt"
-  for i in $(seq 1 "$N") rehash; do
-    local extra=()
+  for i in $(seq 1 "$N") rehash $(seq -f "cpu2-%g" 1 "${TWO_CPU:-0}"); do
+    local extra=() pin=()
     [ "$i" = rehash ] && extra=(--rehash)
+    case "$i" in cpu2-*) pin=(taskset -c 0,1);; esac
     t0=$(now)
-    (cd /tmp && PYTHONPATH=/root/repo/src timeout 200 "$venv/bin/python" -m sdenv verify \
+    (cd /tmp && PYTHONPATH=/root/repo/src timeout 200 "${pin[@]}" "$venv/bin/python" -m sdenv verify \
       --python "$venv/bin/python" --lock "/root/repo/$lock" --envs-dir /root/repo/envs --json \
       "${extra[@]}" >"$O/verify-$stem-$i.json" 2>"$O/verify-$stem-$i.err")
     rc=$?
@@ -54,6 +58,7 @@ one_lock() {  # LOCK PIECES_DIR
   done
 }
 
-one_lock lockfiles/sd35-fp8-cu121-py3.12-linux_x86_64.txt /root/wh121
-one_lock lockfiles/sd35-fp8-cu130-py3.12-linux_x86_64.txt /root/wh130
+for cuda in ${LOCKS:-121 130}; do
+  one_lock "lockfiles/sd35-fp8-cu$cuda-py3.12-linux_x86_64.txt" "/root/wh$cuda"
+done
 touch "$O/DONE"

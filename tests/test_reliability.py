@@ -574,12 +574,14 @@ def test_env_with_the_fix_named_from_its_cuda_line_before_it_is_locked(
 def test_sigterm_stops_the_target_processes_and_removes_temp_dirs(
     argv: list[str], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    # A target interpreter whose xformers check never ends (the others run for real): it runs in
-    # a smoke process of its own in every mode (verify lends its model check's process to the
-    # pure-import checks only).
+    # A target interpreter whose smoke process for torch (the imports group, or torch alone) or
+    # for xformers never ends; the others run for real. verify runs the imports group in its model
+    # check's process: without torch there, torch fails and is asked again alone (and hangs);
+    # with torch it passes there, and xformers, in a process of its own, hangs.
     wrapper = tmp_path / "python"
     wrapper.write_text(
-        f'#!/bin/sh\ncase "$*" in *"target/smoke.py xformers"*) exec sleep 3137;; esac\n'
+        '#!/bin/sh\ncase "$*" in *"target/smoke.py torch"*|*"target/smoke.py xformers"*)'
+        " exec sleep 3137;; esac\n"
         f'exec {sys.executable} "$@"\n'
     )
     wrapper.chmod(0o755)

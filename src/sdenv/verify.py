@@ -8,25 +8,22 @@ Four parts, in this order, each pass / fail / skip with its reasons:
    the deployment loader (``sdenv.runtime.generate``) in the FP8 mode the probe chose, two steps
    run: finite image, FP8 storage where the mode says so, timings.
 
-Every part runs in the target interpreter, and all start at once. The probe's facts come from the
-model check's own process, collected before it makes its tiny model, and the same process runs the
-smoke's pure-import checks (one torch, diffusers and transformers import, not three); the model
-loads once the probe has chosen the mode. What that process cannot answer (no facts, a smoke check
-that failed or got no result) is asked again of a process of its own, as if it had never been
-shared. Exit 0 only when every required part passes; a part skipped for a reason (no GPU, no
-lock) is shown as skipped and fails the verdict only with ``fail_on_skip``.
+Every part runs in the target interpreter, and all start at once. The model check's process also
+runs the smoke's pure-import checks (one torch, diffusers and transformers import instead of two),
+and where CPUs are few it collects the probe's facts first, before it makes its tiny model (with
+more, the probe runs beside it in a process of its own); the model loads once the probe has chosen
+the mode. What that process cannot answer (no facts, a smoke check that failed or got no result)
+is asked again of a process of its own, as if it had never been shared. Exit 0 only when every
+required part passes; a part skipped for a reason (no GPU, no lock) is shown as skipped and fails
+the verdict only with ``fail_on_skip``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
-import queue
 import re
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,15 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdenv import _cleanup
-from sdenv._cleanup import throwaway_dir
 from sdenv._json import to_jsonable
 from sdenv._smoke_run import Attach
-from sdenv._target import child_env, interpreter_path
+from sdenv._target import interpreter_path
+from sdenv._verify_target import (
+    PROBE_TIMEOUT,
+    Collected,
+    ModelCheck,
+    last_line,
+    run_target,
+)
 from sdenv.errors import SdenvError, UsageError
 from sdenv.lock.lockfile import DEFAULT_LOCK_DIR
 from sdenv.status import Outcome
-from sdenv.target.protocol import last_result, parse_line
+from sdenv.target.protocol import last_result
 
 # For Python 3.11 this is lockfiles/sd35-fp8-cu121-py3.11-linux_x86_64.txt.
 DEFAULT_LOCK_PATTERN = "lockfiles/sd35-fp8-cu121-py{python}-linux_x86_64.txt"
@@ -114,46 +116,6 @@ def verdict(parts: list[Part], fail_on_skip: bool) -> tuple[bool, list[str]]:
     return not failed, failed
 
 
-# --------------------------------------------------------------------------- target processes
-
-
-def _sdenv_path() -> str:
-    """The directory holding the ``sdenv`` package, to put on a target's PYTHONPATH."""
-    return str(Path(__file__).resolve().parent.parent)
-
-
-def _target_env() -> dict[str, str]:
-    # sdenv's own modules run in the target without being installed there; the ones used
-    # (probe, decide, compat, generate, tinymodel) import only the standard library at top level.
-    # Not offline: --model may name a model the target loads the way it deploys it.
-    return child_env(pythonpath=[_sdenv_path()], offline=False)
-
-
-def _run_target(python: str, args: list[str], timeout: float) -> tuple[int | None, str, str]:
-    # cwd: an empty directory, so nothing in the caller's cwd shadows a module in the target.
-    with throwaway_dir("sdenv-verify-") as cwd:
-        try:
-            proc = _cleanup.run(
-                [python, *args],
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                env=_target_env(),
-                cwd=cwd,
-            )
-        except subprocess.TimeoutExpired as exc:
-            out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-            return None, out, f"timed out after {timeout:.0f} s"
-        except OSError as exc:
-            return None, "", f"{python}: {exc.strerror or exc}"
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-def _last_line(text: str) -> str:
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "no output"
-
-
 # --------------------------------------------------------------------------- parts
 
 
@@ -184,10 +146,20 @@ def fp8_promise(promise: str | None, report: dict[str, Any]) -> tuple[bool, str 
     return True, report.get("fp8_advisory")
 
 
-PROBE_TIMEOUT = 120.0
-# The probe's facts from the model check's process (None: none came, run the probe alone; a str:
-# why it could not answer), and the seconds it took.
-Collected = tuple[dict[str, Any] | str | None, float]
+# From this many CPUs on, the probe runs in a process of its own, beside the model check's, rather
+# than first in that process. Each costs a torch import (seconds of CPU): on 2 cores sharing it
+# made verify 2-3 s faster, but on 16 it put the probe's imports (torchao's: 3 s in the cu130
+# env) before the model check's instead of beside them, and verify took 1-2 s longer
+# (docs/benchmarks.md, verify with one target process).
+PROBE_APART_CPUS = 4
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity; a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 def probe_part(
@@ -214,10 +186,10 @@ def probe_part(
     else:
         if loaded is None:
             assert python is not None
-            rc, out, errtext = _run_target(python, ["-c", _PROBE_SNIPPET], PROBE_TIMEOUT)
+            rc, out, errtext = run_target(python, ["-c", _PROBE_SNIPPET], PROBE_TIMEOUT)
             loaded = last_result(out) if rc == 0 else None
             if loaded is None:
-                why = _last_line(errtext) if rc != 0 else f"no JSON report ({_last_line(out)})"
+                why = last_line(errtext) if rc != 0 else f"no JSON report ({last_line(out)})"
                 return Part("probe", "fail", reasons=[f"probe failed in {python}: {why}"]), {}
         try:
             facts = MachineFacts.from_dict(loaded, f"probe facts from {python or sys.executable}")
@@ -290,7 +262,7 @@ def drift_part(
 def _python_version(python: str | None) -> str | None:
     if python is None:
         return ".".join(map(str, sys.version_info[:3]))
-    rc, out, _ = _run_target(
+    rc, out, _ = run_target(
         python, ["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"], 30.0
     )
     version = out.strip()
@@ -303,7 +275,7 @@ def _target_platform(python: str | None) -> str | None:
     snippet = "import platform, sys; print(sys.platform + '_' + platform.machine())"
     if python is None:
         return f"{sys.platform}_{platform.machine()}"
-    rc, out, _ = _run_target(python, ["-c", snippet], 30.0)
+    rc, out, _ = run_target(python, ["-c", snippet], 30.0)
     return out.strip() if rc == 0 else None
 
 
@@ -394,159 +366,6 @@ def model_mode(probe_report: dict[str, Any]) -> tuple[str | None, str]:
     return None, f"no GPU and torch {torch_facts.get('version')} has no float8_e4m3fn"
 
 
-ModelRun = tuple[int | None, str, str, float]  # exit code (None: timed out), out, err, s
-
-
-class ModelCheck:
-    """The model check in the target, started before its mode is known; it is also the probe.
-
-    Its process first writes the probe's facts (``--probe``: the torch import and the CUDA
-    context are the ones the model needs anyway), then runs the smoke's ``imports`` group when
-    the smoke asks for it in time (``--smoke``, :meth:`attach_smoke`: the same imports again),
-    then makes the tiny model (importing diffusers and transformers: most of its time) while
-    verify decides; :meth:`run` then hands it the mode on stdin (``--mode -``) and waits for its
-    result. Nothing is run twice and nothing is guessed: the probe's facts still pick the mode
-    before any model loads. ``model_part`` turns the run into the verdict.
-    """
-
-    def __init__(self, python: str, model: Path | None, *, timeout: float) -> None:
-        self.python, self.timeout = python, timeout
-        self.args = ["-m", "sdenv.runtime.check", "--mode", "-", "--probe", "--smoke"]
-        if model is not None:
-            self.args += ["--model", str(model.resolve())]
-        self._stack = contextlib.ExitStack()
-        self._proc: subprocess.Popen[str] | None = None
-        self._error = ""
-        self._t0 = time.perf_counter()
-        self._out: list[str] = []
-        self._err: list[str] = []
-        self._probe: dict[str, Any] = {}
-        self._probed = threading.Event()
-        self._readers: list[threading.Thread] = []
-        self._stdin = threading.Lock()  # the smoke's line and the mode come from two threads
-        self._first_sent = False  # the process reads one line before its smoke checks
-        self._smoke: queue.Queue[str | None] | None = None
-
-    def __enter__(self) -> ModelCheck:
-        # cwd: an empty directory, so nothing in the caller's cwd shadows a module in the target.
-        cwd = self._stack.enter_context(throwaway_dir("sdenv-verify-"))
-        try:
-            self._proc = _cleanup.spawn(
-                [self.python, *self.args],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                errors="replace",
-                env=_target_env(),
-                cwd=cwd,
-            )
-        except OSError as exc:
-            self._error = f"{self.python}: {exc.strerror or exc}"
-            self._probed.set()
-            return self
-        self._readers = [
-            threading.Thread(target=self._read_out, args=(self._proc.stdout,), daemon=True),
-            threading.Thread(target=self._err.extend, args=(self._proc.stderr,), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._proc is not None:
-            _cleanup.release(self._proc, kill=True)
-            self._proc.wait()
-        self._stack.close()
-
-    def _read_out(self, stream: Any) -> None:
-        for line in stream:
-            record = parse_line(line.rstrip("\n"))
-            if (
-                record is not None
-                and not self._probed.is_set()
-                and ("probe_facts" in record or "probe_error" in record)
-            ):
-                self._probe = record
-                self._probed.set()
-                continue
-            smoke = self._smoke
-            if smoke is not None and record is not None and "check" in record:
-                smoke.put(line)  # a smoke result: the smoke's, never the model's
-                continue
-            self._out.append(line)
-        self._probed.set()  # the process ended without its facts
-        if self._smoke is not None:
-            self._smoke.put(None)
-
-    def _send_first(self, line: str) -> bool:
-        """Write the line the process reads after its probe; False when that was written."""
-        proc = self._proc
-        with self._stdin:
-            if self._first_sent or proc is None or proc.stdin is None:
-                return False
-            self._first_sent = True
-            try:
-                proc.stdin.write(line + "\n")
-                proc.stdin.flush()
-            except (BrokenPipeError, ValueError):
-                return False
-        return True
-
-    def attach_smoke(self, names: Sequence[str], gpu: bool) -> queue.Queue[str | None] | None:
-        """Lend this process to the smoke's imports group (``sdenv._smoke_run.Attach``): the
-        queue its result lines arrive on; None when the mode was sent first or it has ended."""
-        lines: queue.Queue[str | None] = queue.Queue()
-        with self._stdin:
-            if self._first_sent or self._proc is None or self._proc.poll() is not None:
-                return None
-            self._smoke = lines  # before the line goes: no result can come ahead of it
-        if not self._send_first(f"smoke {'on' if gpu else 'off'} {' '.join(names)}"):
-            self._smoke = None
-            return None
-        return lines
-
-    def probe_facts(self, timeout: float) -> Collected:
-        """The facts the check's process collected before making any model, and the seconds
-        since it started; None when it could not give them (verify then runs the probe alone),
-        the reason when it hung (a lone probe would hang as long)."""
-        if not self._probed.wait(timeout):
-            return f"timed out after {timeout:.0f} s", self._elapsed()
-        facts = self._probe.get("probe_facts")
-        return (facts if isinstance(facts, dict) else None), self._elapsed()
-
-    def run(self, mode: str) -> ModelRun:
-        """Send ``mode``; the check's exit code, output and seconds since it started."""
-        proc = self._proc
-        if proc is None:
-            return None, "", self._error, 0.0
-        left = max(1.0, self.timeout - (time.perf_counter() - self._t0))
-        rc: int | None
-        try:
-            assert proc.stdin is not None
-            with contextlib.suppress(BrokenPipeError):  # it died already: its exit code says
-                # The first line it reads, unless the smoke's went ahead: then the second.
-                if not self._send_first(mode):
-                    with self._stdin:
-                        proc.stdin.write(mode + "\n")
-                with self._stdin:
-                    proc.stdin.close()
-            rc = proc.wait(timeout=left)
-        except subprocess.TimeoutExpired:
-            _cleanup.release(proc, kill=True)
-            proc.wait()
-            rc = None
-        for reader in self._readers:
-            reader.join()
-        out, err = "".join(self._out), "".join(self._err)
-        if rc is None:
-            return None, out, f"timed out after {self.timeout:.0f} s", self._elapsed()
-        return rc, out, err, self._elapsed()
-
-    def _elapsed(self) -> float:
-        return time.perf_counter() - self._t0
-
-
 def model_part(mode: str | None, why: str, model: Path | None, check: ModelCheck) -> Part:
     """The model part: ``check`` was started with the probe and now gets ``mode`` (when there is
     one to run)."""
@@ -558,7 +377,7 @@ def model_part(mode: str | None, why: str, model: Path | None, check: ModelCheck
         return Part(
             "model",
             "fail",
-            reasons=[f"model check crashed (exit {rc}): {_last_line(errtext)}"],
+            reasons=[f"model check crashed (exit {rc}): {last_line(errtext)}"],
             seconds=seconds,
         )
     detail = dict(report)
@@ -636,9 +455,10 @@ def verify(
     # check's process collects the probe's facts first, runs the smoke's imports group, makes its
     # tiny model while verify decides, then waits for the mode (ModelCheck). Drift and smoke do
     # not depend on the probe and start at once.
+    probe_here = available_cpus() < PROBE_APART_CPUS
     with (
         ThreadPoolExecutor(max_workers=3) as pool,
-        ModelCheck(exe, model, timeout=model_timeout) as check,
+        ModelCheck(exe, model, timeout=model_timeout, probe=probe_here) as check,
     ):
         drift_f = pool.submit(
             guarded,
@@ -650,7 +470,7 @@ def verify(
             "smoke",
             lambda: smoke_part(target, gpu=gpu, timeout=smoke_timeout, attach=check.attach_smoke),
         )
-        collected = check.probe_facts(PROBE_TIMEOUT)
+        collected = check.probe_facts(PROBE_TIMEOUT) if probe_here else (None, 0.0)
         probe, probe_report = probe_part(target, envs, promise, collected)
         if on_part:
             on_part(probe)

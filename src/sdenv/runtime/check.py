@@ -85,6 +85,14 @@ def _warm_device() -> None:
         (a @ a).sum().item()
 
 
+def _import_torch() -> None:
+    """Import torch (its absence is the smoke's and the model check's finding, not ours)."""
+    import contextlib
+
+    with contextlib.suppress(Exception):
+        import torch  # noqa: F401
+
+
 def emit_probe_facts() -> None:
     """The probe's facts (``sdenv.gpu.probe.collect_facts``) as one result line."""
     import dataclasses
@@ -136,6 +144,8 @@ def _check_main(argv: list[str]) -> int:
     ahead: list[str] = []  # a first line that was not the smoke's: the mode, read early
     smoke_ran: list[str] = []
     if args.smoke:
+        if not args.probe:
+            _import_torch()  # what the probe would have done while the smoke's line comes
         first = sys.stdin.readline()
         ran = run_smoke_line(first)
         if ran is None:
