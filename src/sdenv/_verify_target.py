@@ -103,6 +103,7 @@ class ModelCheck:
         self._stdin = threading.Lock()  # the smoke's line and the mode come from two threads
         self._first_sent = False  # the process reads one line before its smoke checks
         self._smoke: queue.Queue[str | None] | None = None
+        self._ended = False  # its stdout is closed: nothing more can come
 
     def __enter__(self) -> ModelCheck:
         # cwd: an empty directory, so nothing in the caller's cwd shadows a module in the target.
@@ -153,8 +154,10 @@ class ModelCheck:
                 continue
             self._out.append(line)
         self._probed.set()  # the process ended without its facts
-        if self._smoke is not None:
-            self._smoke.put(None)
+        with self._stdin:  # an attach now or later sees the end; one before gets it
+            self._ended = True
+            if self._smoke is not None:
+                self._smoke.put(None)
 
     def _send_first(self, line: str) -> bool:
         """Write the line the process reads after its probe; False when that was written."""
@@ -175,7 +178,7 @@ class ModelCheck:
         queue its result lines arrive on; None when the mode was sent first or it has ended."""
         lines: queue.Queue[str | None] = queue.Queue()
         with self._stdin:
-            if self._first_sent or self._proc is None or self._proc.poll() is not None:
+            if self._first_sent or self._ended or self._proc is None:
                 return None
             self._smoke = lines  # before the line goes: no result can come ahead of it
         if not self._send_first(f"smoke {'on' if gpu else 'off'} {' '.join(names)}"):
