@@ -13,7 +13,7 @@ The record is ``.sdenv-record-hashes.json`` at the venv's root, beside sync's st
 relative to the venv, so it moves with a venv that sync builds aside and renames into place. A
 file changed less than ``RACY_NS`` before it was looked at is not recorded (a second change in
 the same timestamp tick would not show in its times: git's "racy" entries). A venv that cannot be
-written to is hashed in full each time.
+written to is hashed in full each time (docs/evidence.md#E-stat-record).
 """
 
 from __future__ import annotations
