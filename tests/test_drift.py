@@ -175,20 +175,20 @@ def test_a_file_changed_just_before_its_check_is_not_recorded(tmp_path: Path) ->
     times, so a file whose ctime is within RACY_NS of the check is hashed again next time."""
     import base64
 
-    from sdenv.target.inventory import RACY_NS, _check
+    from sdenv.target.inventory import RACY_NS, _check, _vouched
 
     f = tmp_path / "f.txt"
     f.write_text("payload\n")
     want = base64.urlsafe_b64encode(hashlib.sha256(f.read_bytes()).digest()).rstrip(b"=").decode()
     job = ({}, "f.txt", str(f), "sha256", want)
     ctime = f.stat().st_ctime_ns
-    _, got, keep, hashed = _check(job, {}, ctime + RACY_NS // 2)
+    _, got, keep, hashed = _check(job, ctime + RACY_NS // 2)
     assert got == want and hashed and keep is None
-    _, got, keep, hashed = _check(job, {}, ctime + RACY_NS + 1)
+    _, got, keep, hashed = _check(job, ctime + RACY_NS + 1)
     assert got == want and hashed and keep is not None
-    # Recorded: the next check takes it from the record, without hashing.
-    _, got, _, hashed = _check(job, {str(f): keep}, ctime + RACY_NS + 1)
-    assert got == want and not hashed
+    # Recorded: the next check takes it from the record (its digest, the one RECORD wants),
+    # without hashing.
+    assert _vouched(job, {str(f): keep}) == keep and keep[-1] == f"sha256={want}"
 
 
 def test_bad_interpreter_is_one_line_error(tmp_path: Path) -> None:

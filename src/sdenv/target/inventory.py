@@ -139,7 +139,8 @@ def _stat(path: str, algo: str, want: str) -> StatKey:
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, f"{algo}={want}"]
 
 
-def _check(job: Job, cached: dict[str, StatKey], start_ns: int) -> Checked:
+def _check(job: Job, start_ns: int) -> Checked:
+    """Hash the file; the record to keep when it matches and is older than RACY_NS."""
     path, algo, want = job[2], job[3], job[4]
     try:
         stat = _stat(path, algo, want)
@@ -147,8 +148,6 @@ def _check(job: Job, cached: dict[str, StatKey], start_ns: int) -> Checked:
         return job, None, None, False
     except OSError as exc:
         return job, "error:" + str(exc), None, False
-    if cached.get(_key(path)) == stat:
-        return job, want, stat, False
     got = file_hash(path, algo)
     # Taken before hashing: a change after this stat shows as a new ctime next time.
     keep = got == want and stat[4] < start_ns - RACY_NS
@@ -181,7 +180,7 @@ def inventory(check_files: bool, use_cache: bool = False) -> dict[str, Any]:
         else:
             checks.append((job, job[4], stat, False))
     with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 2) * 2)) as pool:
-        checks += pool.map(lambda job: _check(job, {}, start_ns), misses)
+        checks += pool.map(lambda job: _check(job, start_ns), misses)
     for (entry, rel, path, _algo, want), got, stat, now in checks:
         hashed += now
         reused += not now and stat is not None
