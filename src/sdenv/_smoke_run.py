@@ -186,8 +186,14 @@ class Group:
 
     def run(self, slots: threading.Semaphore) -> None:
         try:
-            with slots:
-                self._run()
+            lent = self.attach(self.names, self.gpu) if self.attach is not None else None
+            if lent is not None:
+                # Its stderr is the lender's: a pass needs none, a failure re-runs alone. Not a
+                # process of ours, so it takes none of the slots our processes share.
+                self._collect(lent)
+            else:
+                with slots:
+                    self._run()
         finally:
             for event in self._done.values():
                 event.set()
@@ -203,10 +209,6 @@ class Group:
             lines.put(None)
 
     def _run(self) -> None:
-        lent = self.attach(self.names, self.gpu) if self.attach is not None else None
-        if lent is not None:
-            self._collect(lent)  # its stderr is the lender's: a pass needs none, a failure re-runs
-            return
         proc = _spawn(self.python, self.root, self.names, self.gpu)
         lines: queue.Queue[str | None] = queue.Queue()
         readers = [
