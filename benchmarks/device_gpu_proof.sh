@@ -26,11 +26,7 @@ NOT_RUN=()
 WH=/root/wheelhouse-$STEM
 PIECES=${PIECES:-/root/wh}
 if ls "$PIECES"/piece.* >/dev/null 2>&1; then
-  cat "$PIECES"/piece.* > /root/all.tar || exit 1
-  want=$(cut -d' ' -f1 "$PIECES"/SHA256)
-  have=$(sha256sum /root/all.tar | cut -d' ' -f1)
-  [ "$want" = "$have" ] || { echo "wheelhouse tar sha256 $have != $want: a piece is missing"; exit 1; }
-  mkdir -p "$WH" && tar -C "$WH" -xf /root/all.tar && rm -f /root/all.tar "$PIECES"/piece.*
+  bash benchmarks/join_pieces.sh "$PIECES" "$WH" || exit 1
   stamp "joined $(ls "$WH"/*.whl | wc -l) wheels, tar sha256 ok"
 else  # a second run: joined (and its sha256 checked) by the first; sync checks every wheel
   stamp "no pieces: using the wheelhouse joined before ($(ls "$WH"/*.whl | wc -l) wheels)"

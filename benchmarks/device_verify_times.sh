@@ -9,9 +9,9 @@
 # LOCKS="121 130" (default) names the locks by their CUDA line: 121 the default, 130 the cu130.
 # Started detached, so that it runs while later calls bring the second lock's pieces:
 #   setsid nohup bash benchmarks/device_verify_times.sh >/root/vt.log 2>&1 </dev/null &
-# Pieces (`pieces.sh split` output) arrive in /root/wh121/ and /root/wh130/, with pieces.sh in
-# /root/; the call that brings a lock's last piece touches COMPLETE there. uv, tomli-w and
-# packaging wheels for sync's own tools are in /root/tools/.
+# Pieces (see benchmarks/join_pieces.sh) arrive in /root/wh121/ and /root/wh130/; the call that
+# brings a lock's last piece touches COMPLETE there. uv, tomli-w and packaging wheels for sync's
+# own tools are in /root/tools/.
 # Everything lands in /root/results/ (each call empties its output folder); DONE marks the end.
 set -u
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -38,7 +38,8 @@ one_lock() {  # LOCK PIECES_DIR
   wh=/root/wheelhouse-$stem
   venv=/root/envs/$stem
   wait_for "$pieces/COMPLETE"
-  bash /root/pieces.sh join "$pieces" "$wh" >>"$O/times.txt" 2>&1 || { echo "$stem: join failed" >>"$O/times.txt"; return 1; }
+  bash benchmarks/join_pieces.sh "$pieces" "$wh" >>"$O/times.txt" 2>&1 || { echo "$stem: join failed" >>"$O/times.txt"; return 1; }
+  echo "joined into $wh" >>"$O/times.txt"
   rm -rf "$pieces"
   tools "$wh" || { echo "tools failed" >>"$O/times.txt"; return 1; }
   t0=$(now)
